@@ -1,0 +1,75 @@
+"""The exception tree of mailbot.
+
+Every failure mailbot knows about is one of three kinds, and the kind decides what happens::
+
+    MailbotError
+    ├── ConfigError                  bad settings or rules.yaml: stop start-up (or keep the old
+    │   └── RulesError               rules on reload) and say file, line and field
+    ├── TransientError               worth retrying with capped backoff; nothing is lost
+    │   ├── ImapTransientError       connection refused/cut, timeout, NO/BAD on a retryable command
+    │   ├── SmtpTransientError       4xx replies, timeouts, connection errors
+    │   └── DatabaseBusyError        SQLite "database is locked", serialisation failures
+    └── PermanentError               retrying will not help: record it, never drop the input
+        ├── ParseError               the message cannot be parsed: stored raw and quarantined
+        ├── ImapPermanentError       authentication refused, mailbox missing, TLS refused
+        ├── SmtpPermanentError       5xx replies, refused recipients: the outbox row is failed
+        └── TlsRequiredError         a plain-text connection to a non-loopback host was asked for
+
+Handlers: the poller catches ``TransientError`` per connection turn (reconnect with backoff),
+the intake catches anything per message (store raw bytes, quarantine, carry on), the sender
+catches per outbox row (retry or fail the row). ``CancelledError`` is never swallowed.
+"""
+
+from __future__ import annotations
+
+
+class MailbotError(Exception):
+    """Base of every error mailbot raises on purpose."""
+
+
+class ConfigError(MailbotError):
+    """Settings or rules are invalid; the message names the file, line and field."""
+
+
+class RulesError(ConfigError):
+    """rules.yaml failed validation."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class TransientError(MailbotError):
+    """A failure that a retry may cure."""
+
+
+class PermanentError(MailbotError):
+    """A failure that a retry will not cure."""
+
+
+class ImapTransientError(TransientError):
+    """IMAP connection trouble: reconnect and retry."""
+
+
+class ImapPermanentError(PermanentError):
+    """IMAP refused us for good (authentication, missing mailbox): tell the operator."""
+
+
+class SmtpTransientError(TransientError):
+    """SMTP 4xx, timeout or connection error: retry the outbox row later."""
+
+
+class SmtpPermanentError(PermanentError):
+    """SMTP 5xx or all recipients refused: the outbox row fails with this reason."""
+
+
+class DatabaseBusyError(TransientError):
+    """The database is busy or a transaction lost a race: retry."""
+
+
+class ParseError(PermanentError):
+    """A message could not be parsed at all; its raw bytes are stored and quarantined."""
+
+
+class TlsRequiredError(PermanentError, ConfigError):
+    """Plain text was requested towards a host that is not loopback."""
