@@ -1,0 +1,75 @@
+"""Turn a Decision's Reply into a composed mail: render the template, then compose headers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailbot.domain import Decision, Reply
+from mailbot.ingest.correlate import format_token
+from mailbot.outbound.compose import (
+    Outgoing,
+    compose,
+    new_message_id,
+    reference_chain,
+    subject_with_token,
+)
+from mailbot.policy import Policy
+from mailbot.rules.deadline import format_deadline, promise_text
+
+# Shown in place of a ticket number when nothing is stored (mailbot simulate).
+UNSAVED_REF = "NEW"
+
+
+def reply_context(
+    policy: Policy, decision: Decision, reply: Reply, ticket_id: int | None, subject: str
+) -> dict[str, object]:
+    rules = policy.rules
+    plan = rules.plans[decision.plan]
+    number = str(ticket_id) if ticket_id is not None else UNSAVED_REF
+    deadline_text = ""
+    if decision.deadline is not None:
+        deadline_text = format_deadline(decision.deadline, ZoneInfo(rules.timezone), reply.language)
+    return {
+        "ticket_ref": f"{rules.identity.ticket_prefix}#{number}",
+        "ticket_token": f"[{rules.identity.ticket_prefix}#{number}]",
+        "subject": subject,
+        "customer_name": reply.to.name,
+        "plan_name": plan.name,
+        "promise": promise_text(plan, reply.language),
+        "deadline_text": deadline_text,
+        "support_name": rules.identity.name,
+        "support_address": rules.identity.address,
+        "articles": [{"title": a.title, "url": a.url} for a in reply.articles],
+    }
+
+
+def build_reply(
+    policy: Policy,
+    *,
+    decision: Decision,
+    reply: Reply,
+    ticket_id: int | None,
+    subject: str,
+    parent_id: str | None,
+    parent_references: tuple[str, ...],
+    now: datetime,
+) -> Outgoing:
+    context = reply_context(policy, decision, reply, ticket_id, subject)
+    rendered = policy.renderer.render(reply.template, reply.language, context)
+    prefix = policy.rules.identity.ticket_prefix
+    token = format_token(prefix, ticket_id) if ticket_id is not None else f"[{prefix}#{UNSAVED_REF}]"
+    return compose(
+        sender=policy.support,
+        to=reply.to,
+        subject=subject_with_token(rendered.subject, token),
+        text=rendered.text,
+        html=rendered.html,
+        message_id=new_message_id(policy.domain, ticket_id),
+        date=now,
+        in_reply_to=parent_id,
+        references=reference_chain(parent_id, parent_references),
+        marker=policy.marker,
+        ticket_ref=str(context["ticket_ref"]),
+        language=reply.language,
+    )

@@ -1,0 +1,46 @@
+"""A loaded, validated ruleset with everything derived from it, swapped as one value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailbot.domain import Address
+from mailbot.outbound.compose import loop_marker
+from mailbot.outbound.render import TemplateRenderer
+from mailbot.rules.loader import load_rules
+from mailbot.rules.schema import Rules
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: Rules
+    renderer: TemplateRenderer
+    source: Path
+
+    @property
+    def support(self) -> Address:
+        return Address(self.rules.identity.address, self.rules.identity.name)
+
+    @property
+    def marker(self) -> str:
+        return loop_marker(self.rules.identity.address)
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        identity = self.rules.identity
+        return frozenset(a.lower() for a in (identity.address, *identity.extra_addresses))
+
+    @property
+    def domain(self) -> str:
+        return self.rules.identity.address.rpartition("@")[2].lower()
+
+
+def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
+    """Load rules.yaml and check that every template it can use exists in every language."""
+    rules = load_rules(rules_path)
+    renderer = TemplateRenderer(templates_dir)
+    renderer.validate(
+        names=[rules.templates.ack, rules.templates.wiki], languages=list(rules.languages)
+    )
+    return Policy(rules=rules, renderer=renderer, source=rules_path)

@@ -1,0 +1,134 @@
+"""Tortoise ORM rows. They never leave ``mailbot.tickets``: other packages get frozen values.
+
+The database is the queue: an inbound message is a ``Message`` row, every mail to send is an
+``OutboxRow`` (with its own outbound ``Message`` row so its Message-ID threads replies), and
+the IMAP checkpoint lives in ``MailboxState`` in the same transaction as the messages it covers.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tortoise import fields
+from tortoise.models import Model
+
+from mailbot.domain import TicketStatus
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class MessageState(enum.StrEnum):
+    STORED = "stored"
+    QUARANTINED = "quarantined"
+
+
+class OutboxStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class MailboxState(Model):
+    """The IMAP checkpoint of one mailbox: its UIDVALIDITY and the last UID committed."""
+
+    key = fields.CharField(max_length=512, primary_key=True)
+    uidvalidity = fields.BigIntField(null=True)
+    last_uid = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "mailbox_state"
+
+
+class Ticket(Model):
+    id = fields.IntField(primary_key=True)
+    status = fields.CharEnumField(TicketStatus, max_length=16, default=TicketStatus.NEW)
+    plan = fields.CharField(max_length=64)
+    customer = fields.CharField(max_length=320, db_index=True)
+    customer_name = fields.CharField(max_length=255, default="")
+    language = fields.CharField(max_length=8)
+    subject = fields.TextField()
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+    deadline = fields.DatetimeField(null=True, db_index=True)
+    linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "ticket"
+
+
+class Participant(Model):
+    """An address that took part in a ticket: it may thread by subject token."""
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="participants", on_delete=fields.CASCADE
+    )
+    address = fields.CharField(max_length=320)
+    role = fields.CharField(max_length=16, default="customer")
+
+    class Meta:
+        table = "participant"
+        unique_together = (("ticket", "address"),)
+
+
+class Message(Model):
+    """Every message we received (raw bytes kept) and every one we queued for sending."""
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="messages", null=True, on_delete=fields.SET_NULL
+    )
+    direction = fields.CharEnumField(Direction, max_length=8)
+    state = fields.CharEnumField(MessageState, max_length=16, default=MessageState.STORED)
+    message_id = fields.CharField(max_length=998, null=True, db_index=True)
+    mailbox = fields.CharField(max_length=512, null=True)
+    uidvalidity = fields.BigIntField(null=True)
+    uid = fields.BigIntField(null=True)
+    source = fields.CharField(max_length=1024, default="")
+    content_hash = fields.CharField(max_length=64, db_index=True)
+    raw_bytes = fields.BinaryField()
+    from_addr = fields.CharField(max_length=320, default="")
+    subject = fields.TextField(default="")
+    text = fields.TextField(default="")
+    sent_date = fields.DatetimeField(null=True)
+    received_at = fields.DatetimeField()
+    auto_generated = fields.BooleanField(default=False)
+    auto_reason = fields.TextField(null=True)
+    bounce = fields.BooleanField(default=False)
+    error = fields.TextField(null=True)
+
+    class Meta:
+        table = "message"
+        unique_together = (("mailbox", "uidvalidity", "uid"),)
+
+
+class OutboxRow(Model):
+    """One mail to send. Composed in the same transaction as the ticket change."""
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="outbox", null=True, on_delete=fields.SET_NULL
+    )
+    message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name="outbox", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=32)
+    mail_from = fields.CharField(max_length=320)
+    rcpt_to = fields.CharField(max_length=320)
+    status = fields.CharEnumField(OutboxStatus, max_length=16, default=OutboxStatus.QUEUED)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(db_index=True)
+    claimed_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "outbox"

@@ -1,0 +1,264 @@
+"""The write side: everything one message changes, inside the caller's transaction.
+
+Callers open ``in_transaction()`` and call these functions with its connection, so the
+message row, the ticket, its participants, the outbound reply with its outbox row and the IMAP
+checkpoint commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from mailbot.domain import Decision, ParsedMessage, TicketAction, TicketStatus
+from mailbot.ingest.correlate import TicketFacts
+from mailbot.outbound.compose import Outgoing
+from mailbot.tickets.models import (
+    Direction,
+    MailboxState,
+    Message,
+    MessageState,
+    OutboxRow,
+    Participant,
+    Ticket,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where raw bytes came from: an IMAP UID (checkpointed) or an import path."""
+
+    label: str
+    mailbox: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+
+
+async def find_duplicate(
+    conn: BaseDBAsyncClient, origin: Origin, message_id: str | None, content_hash: str
+) -> str | None:
+    """Why this message is already stored, or None. Keys: UID, Message-ID, content hash."""
+    if origin.uid is not None and await Message.filter(
+        mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid
+    ).using_db(conn).exists():
+        return f"UID {origin.uid} of {origin.mailbox} already stored"
+    if message_id is not None:
+        row = (
+            await Message.filter(message_id=message_id)
+            .using_db(conn)
+            .only("id", "direction")
+            .first()
+        )
+        if row is not None:
+            if row.direction is Direction.OUT:
+                return f"Message-ID {message_id} is one we sent"
+            return f"Message-ID {message_id} already stored"
+    if await Message.filter(content_hash=content_hash).using_db(conn).exists():
+        return "identical content already stored"
+    return None
+
+
+async def _facts(conn: BaseDBAsyncClient, ticket: Ticket) -> TicketFacts:
+    addresses = await Participant.filter(ticket_id=ticket.id).using_db(conn).values_list(
+        "address", flat=True
+    )
+    return TicketFacts(
+        ticket.id,
+        ticket.status,
+        frozenset(str(a) for a in addresses),
+        plan=ticket.plan,
+        language=ticket.language,
+    )
+
+
+async def thread_facts(
+    conn: BaseDBAsyncClient, ids: tuple[str, ...], token: int | None
+) -> tuple[dict[str, TicketFacts], TicketFacts | None]:
+    """The tickets that the message's ids and subject token point at."""
+    known: dict[str, TicketFacts] = {}
+    if ids:
+        rows = (
+            await Message.filter(message_id__in=list(ids), ticket_id__not_isnull=True)
+            .using_db(conn)
+            .prefetch_related("ticket")
+        )
+        cache: dict[int, TicketFacts] = {}
+        for row in rows:
+            ticket = row.ticket
+            if ticket is None or row.message_id is None:
+                continue
+            if ticket.id not in cache:
+                cache[ticket.id] = await _facts(conn, ticket)
+            known[row.message_id] = cache[ticket.id]
+    token_facts = None
+    if token is not None:
+        ticket = await Ticket.filter(id=token).using_db(conn).first()
+        if ticket is not None:
+            token_facts = await _facts(conn, ticket)
+    return known, token_facts
+
+
+async def advance_checkpoint(conn: BaseDBAsyncClient, origin: Origin) -> None:
+    """Record that ``origin.uid`` is processed (monotonic: never moves backwards)."""
+    if origin.mailbox is None or origin.uid is None:
+        return
+    await MailboxState.filter(
+        key=origin.mailbox, uidvalidity=origin.uidvalidity, last_uid__lt=origin.uid
+    ).using_db(conn).update(last_uid=origin.uid)
+
+
+async def store_quarantined(
+    conn: BaseDBAsyncClient,
+    *,
+    raw: bytes,
+    origin: Origin,
+    content_hash: str,
+    error: str,
+    now: datetime,
+    message_id: str | None = None,
+) -> int:
+    row = await Message.create(
+        using_db=conn,
+        direction=Direction.IN,
+        state=MessageState.QUARANTINED,
+        message_id=message_id,
+        mailbox=origin.mailbox,
+        uidvalidity=origin.uidvalidity,
+        uid=origin.uid,
+        source=origin.label,
+        content_hash=content_hash,
+        raw_bytes=raw,
+        received_at=now,
+        error=error,
+    )
+    await advance_checkpoint(conn, origin)
+    return row.id
+
+
+async def _open_ticket(
+    conn: BaseDBAsyncClient, decision: Decision, subject: str, customer_name: str, now: datetime
+) -> Ticket:
+    return await Ticket.create(
+        using_db=conn,
+        status=TicketStatus.NEW,
+        plan=decision.plan,
+        customer=decision.customer,
+        customer_name=customer_name,
+        language=decision.language,
+        subject=subject,
+        created_at=now,
+        updated_at=now,
+        deadline=decision.deadline,
+        linked_ticket_id=decision.thread.linked_ticket_id,
+    )
+
+
+async def _add_participant(conn: BaseDBAsyncClient, ticket_id: int, address: str) -> None:
+    if address and not await Participant.filter(ticket_id=ticket_id, address=address).using_db(
+        conn
+    ).exists():
+        await Participant.create(using_db=conn, ticket_id=ticket_id, address=address)
+
+
+async def apply_inbound(
+    conn: BaseDBAsyncClient,
+    *,
+    msg: ParsedMessage,
+    raw: bytes,
+    origin: Origin,
+    content_hash: str,
+    decision: Decision,
+    subject: str,
+    new_text: str,
+    now: datetime,
+) -> tuple[int | None, int]:
+    """Store the message and apply the ticket action. Returns (ticket id, message row id)."""
+    action = decision.thread.action
+    ticket: Ticket | None = None
+    if action is TicketAction.NEW:
+        name = msg.from_.name if msg.from_ else ""
+        ticket = await _open_ticket(conn, decision, subject, name, now)
+    elif decision.thread.ticket_id is not None:
+        ticket = await Ticket.get(id=decision.thread.ticket_id).using_db(conn)
+        ticket.updated_at = now
+        if action is TicketAction.REOPEN:
+            ticket.status = TicketStatus.OPEN
+        await ticket.save(using_db=conn, update_fields=["updated_at", "status"])
+    if ticket is not None and not decision.auto.auto_generated:
+        await _add_participant(conn, ticket.id, decision.customer)
+    row = await Message.create(
+        using_db=conn,
+        ticket_id=ticket.id if ticket else None,
+        direction=Direction.IN,
+        message_id=msg.message_id,
+        mailbox=origin.mailbox,
+        uidvalidity=origin.uidvalidity,
+        uid=origin.uid,
+        source=origin.label,
+        content_hash=content_hash,
+        raw_bytes=raw,
+        from_addr=msg.from_.key if msg.from_ else "",
+        subject=msg.subject,
+        text=new_text,
+        sent_date=msg.date,
+        received_at=now,
+        auto_generated=decision.auto.auto_generated,
+        auto_reason=decision.auto.reason,
+        bounce=decision.auto.bounce,
+    )
+    await advance_checkpoint(conn, origin)
+    return (ticket.id if ticket else None), row.id
+
+
+async def queue_outgoing(
+    conn: BaseDBAsyncClient, *, ticket_id: int | None, kind: str, out: Outgoing, now: datetime
+) -> int:
+    """An outbound Message row (its id threads replies) and the outbox row that sends it."""
+    message = await Message.create(
+        using_db=conn,
+        ticket_id=ticket_id,
+        direction=Direction.OUT,
+        message_id=out.message_id,
+        source=f"outbox:{kind}",
+        content_hash=sha256_hex(out.raw),
+        raw_bytes=out.raw,
+        from_addr=out.mail_from.lower(),
+        subject=out.subject,
+        received_at=now,
+        auto_generated=True,
+    )
+    row = await OutboxRow.create(
+        using_db=conn,
+        ticket_id=ticket_id,
+        message_id=message.id,
+        kind=kind,
+        mail_from=out.mail_from,
+        rcpt_to=out.rcpt_to,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    if ticket_id is not None:
+        await Ticket.filter(id=ticket_id).using_db(conn).update(updated_at=now)
+    return row.id
+
+
+async def ensure_mailbox_state(conn: BaseDBAsyncClient, key: str, uidvalidity: int) -> int:
+    """The UID to resume after. A new UIDVALIDITY restarts at 0 (dedup keeps it exact)."""
+    state = await MailboxState.filter(key=key).using_db(conn).first()
+    if state is None:
+        await MailboxState.create(using_db=conn, key=key, uidvalidity=uidvalidity, last_uid=0)
+        return 0
+    if state.uidvalidity != uidvalidity:
+        await MailboxState.filter(key=key).using_db(conn).update(
+            uidvalidity=uidvalidity, last_uid=0
+        )
+        return 0
+    return int(state.last_uid)
+
+
+def sha256_hex(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
