@@ -96,9 +96,9 @@ def parse_endpoint(
         host=host,
         port=port_in_url or default_port,
         user=unquote(parts.username) if parts.username else None,
-        password=password if password is not None else (
-            unquote(parts.password) if parts.password else None
-        ),
+        password=password
+        if password is not None
+        else (unquote(parts.password) if parts.password else None),
         mailbox=mailbox or ("INBOX" if protocol == "imap" else ""),
         verify_tls=verify_tls,
     )

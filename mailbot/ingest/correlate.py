@@ -112,7 +112,9 @@ def correlate(
     if token is not None and token_ticket is not None:
         if sender is not None and sender.lower() in token_ticket.participants:
             return _join(
-                token_ticket, auto=auto_generated, reason=f"subject token #{token} from a participant"
+                token_ticket,
+                auto=auto_generated,
+                reason=f"subject token #{token} from a participant",
             )
         linked = token_ticket.ticket_id
     if auto_generated:

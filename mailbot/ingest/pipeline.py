@@ -157,9 +157,16 @@ class Intake:
             duplicate = await find_duplicate(conn, origin, parsed.message_id, digest)
             if duplicate is not None:
                 await advance_checkpoint(conn, origin)
-                log.info("duplicate %s message-id %s: %s", origin.label, parsed.message_id, duplicate)
+                log.info(
+                    "duplicate %s message-id %s: %s", origin.label, parsed.message_id, duplicate
+                )
                 return Outcome(
-                    Disposition.DUPLICATE, parsed.message_id, None, TicketAction.NONE, None, duplicate
+                    Disposition.DUPLICATE,
+                    parsed.message_id,
+                    None,
+                    TicketAction.NONE,
+                    None,
+                    duplicate,
                 )
             analysis = await analyse(conn, parsed, policy, now)
             decision = analysis.decision
@@ -228,7 +235,9 @@ class Intake:
                     message_id=message_id,
                 )
         except (OperationalError, DBConnectionError) as exc:
-            raise DatabaseBusyError(f"database refused quarantine of {origin.label}: {exc}") from exc
+            raise DatabaseBusyError(
+                f"database refused quarantine of {origin.label}: {exc}"
+            ) from exc
         log.warning(
             "quarantined %s message-id %s as row %d: %s", origin.label, message_id, row_id, error
         )

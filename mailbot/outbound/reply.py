@@ -58,7 +58,9 @@ def build_reply(
     context = reply_context(policy, decision, reply, ticket_id, subject)
     rendered = policy.renderer.render(reply.template, reply.language, context)
     prefix = policy.rules.identity.ticket_prefix
-    token = format_token(prefix, ticket_id) if ticket_id is not None else f"[{prefix}#{UNSAVED_REF}]"
+    token = (
+        format_token(prefix, ticket_id) if ticket_id is not None else f"[{prefix}#{UNSAVED_REF}]"
+    )
     return compose(
         sender=policy.support,
         to=reply.to,

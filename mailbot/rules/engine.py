@@ -113,5 +113,7 @@ def decide(
             return result(reply, deadline)
         hits.append(f"plan {plan_id}: how-to question but no wiki article matches")
     hits.append(f"plan {plan_id}: acknowledgement")
-    reply = Reply(kind=ReplyKind.ACK, template=rules.templates.ack, language=language, to=view.sender)
+    reply = Reply(
+        kind=ReplyKind.ACK, template=rules.templates.ack, language=language, to=view.sender
+    )
     return result(reply, deadline)

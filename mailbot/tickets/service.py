@@ -41,9 +41,14 @@ async def find_duplicate(
     conn: BaseDBAsyncClient, origin: Origin, message_id: str | None, content_hash: str
 ) -> str | None:
     """Why this message is already stored, or None. Keys: UID, Message-ID, content hash."""
-    if origin.uid is not None and await Message.filter(
-        mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid
-    ).using_db(conn).exists():
+    if (
+        origin.uid is not None
+        and await Message.filter(
+            mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid
+        )
+        .using_db(conn)
+        .exists()
+    ):
         return f"UID {origin.uid} of {origin.mailbox} already stored"
     if message_id is not None:
         row = (
@@ -62,8 +67,10 @@ async def find_duplicate(
 
 
 async def _facts(conn: BaseDBAsyncClient, ticket: Ticket) -> TicketFacts:
-    addresses = await Participant.filter(ticket_id=ticket.id).using_db(conn).values_list(
-        "address", flat=True
+    addresses = (
+        await Participant.filter(ticket_id=ticket.id)
+        .using_db(conn)
+        .values_list("address", flat=True)
     )
     return TicketFacts(
         ticket.id,
@@ -105,9 +112,13 @@ async def advance_checkpoint(conn: BaseDBAsyncClient, origin: Origin) -> None:
     """Record that ``origin.uid`` is processed (monotonic: never moves backwards)."""
     if origin.mailbox is None or origin.uid is None:
         return
-    await MailboxState.filter(
-        key=origin.mailbox, uidvalidity=origin.uidvalidity, last_uid__lt=origin.uid
-    ).using_db(conn).update(last_uid=origin.uid)
+    await (
+        MailboxState.filter(
+            key=origin.mailbox, uidvalidity=origin.uidvalidity, last_uid__lt=origin.uid
+        )
+        .using_db(conn)
+        .update(last_uid=origin.uid)
+    )
 
 
 async def store_quarantined(
@@ -157,9 +168,12 @@ async def _open_ticket(
 
 
 async def _add_participant(conn: BaseDBAsyncClient, ticket_id: int, address: str) -> None:
-    if address and not await Participant.filter(ticket_id=ticket_id, address=address).using_db(
-        conn
-    ).exists():
+    if (
+        address
+        and not await Participant.filter(ticket_id=ticket_id, address=address)
+        .using_db(conn)
+        .exists()
+    ):
         await Participant.create(using_db=conn, ticket_id=ticket_id, address=address)
 
 
@@ -252,8 +266,8 @@ async def ensure_mailbox_state(conn: BaseDBAsyncClient, key: str, uidvalidity: i
         await MailboxState.create(using_db=conn, key=key, uidvalidity=uidvalidity, last_uid=0)
         return 0
     if state.uidvalidity != uidvalidity:
-        await MailboxState.filter(key=key).using_db(conn).update(
-            uidvalidity=uidvalidity, last_uid=0
+        await (
+            MailboxState.filter(key=key).using_db(conn).update(uidvalidity=uidvalidity, last_uid=0)
         )
         return 0
     return int(state.last_uid)
@@ -261,4 +275,3 @@ async def ensure_mailbox_state(conn: BaseDBAsyncClient, key: str, uidvalidity: i
 
 def sha256_hex(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
-

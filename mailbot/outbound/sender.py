@@ -1,0 +1,259 @@
+"""Drain the outbox over SMTP (aiosmtplib): claim a row, send its bytes, record the result.
+
+A row is claimed by a conditional UPDATE (queued -> sending) before it is sent, so two senders
+(two daemons on one PostgreSQL database, or a restart racing an old process) never both send
+it. A crash between the server's 250 and our commit leaves the row in ``sending``; such rows
+are re-queued after ``stale_after`` and may be delivered twice: that is the one duplicate the
+design allows, and it is bounded by the number of rows in flight at the crash.
+
+4xx replies, timeouts and connection errors are retried with capped exponential backoff;
+5xx replies and refused recipients fail the row with the server's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiosmtplib
+from tortoise.transactions import in_transaction
+
+from mailbot.clock import Clock
+from mailbot.endpoints import Endpoint, Security
+from mailbot.errors import SmtpPermanentError, SmtpTransientError
+from mailbot.tickets.models import Message, OutboxRow, OutboxStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: timedelta = timedelta(seconds=30)
+    cap: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+    stale_after: timedelta = timedelta(minutes=10)
+
+    def delay(self, attempts: int) -> timedelta:
+        """Capped exponential backoff with +-20 % jitter (attempts starts at 1)."""
+        raw = self.base.total_seconds() * (2 ** max(attempts - 1, 0))
+        capped = min(raw, self.cap.total_seconds())
+        return timedelta(seconds=capped * random.uniform(0.8, 1.2))
+
+
+def _classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        if all(400 <= c < 500 for c in codes):
+            return SmtpTransientError(f"recipients deferred: {text}")
+        return SmtpPermanentError(f"recipients refused: {text}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        detail = f"{exc.code} {exc.message}"
+        if 400 <= exc.code < 500:
+            return SmtpTransientError(detail)
+        if 500 <= exc.code < 600:
+            return SmtpPermanentError(detail)
+        return SmtpTransientError(detail)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) and "STARTTLS" in str(exc).upper():
+        return SmtpPermanentError(f"server does not offer STARTTLS, refusing plain text: {exc}")
+    return SmtpTransientError(f"{type(exc).__name__}: {exc}")
+
+
+class SmtpTransport:
+    """One SMTP connection per drain, with TLS as the endpoint demands (never downgraded)."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    def client(self) -> aiosmtplib.SMTP:
+        ep = self.endpoint
+        context: ssl.SSLContext | None = None
+        if ep.security is not Security.PLAIN:
+            context = ssl.create_default_context()
+            if not ep.verify_tls:  # endpoints only allow this towards loopback
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return aiosmtplib.SMTP(
+            hostname=ep.host,
+            port=ep.port,
+            use_tls=ep.security is Security.TLS,
+            start_tls=ep.security is Security.STARTTLS,
+            tls_context=context,
+            timeout=self.timeout,
+            username=ep.user,
+            password=ep.password,
+        )
+
+    async def send(self, smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, raw: bytes) -> str:
+        try:
+            errors, response = await smtp.sendmail(mail_from, [rcpt], raw)
+        except Exception as exc:
+            raise _classify(exc) from exc
+        if errors:
+            # A 250 to DATA with refused recipients is not success for those recipients.
+            detail = "; ".join(
+                f"{addr}: {resp.code} {resp.message}" for addr, resp in errors.items()
+            )
+            raise SmtpPermanentError(f"recipients refused: {detail}")
+        return response
+
+
+class OutboxSender:
+    def __init__(
+        self, transport: SmtpTransport, clock: Clock, *, retry: RetryPolicy | None = None
+    ) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+
+    async def requeue_stale(self) -> int:
+        """Rows left in ``sending`` by a crashed sender go back to the queue."""
+        cutoff = self.clock.now() - self.retry.stale_after
+        count = await OutboxRow.filter(status=OutboxStatus.SENDING, claimed_at__lt=cutoff).update(
+            status=OutboxStatus.QUEUED
+        )
+        if count:
+            log.warning("re-queued %d outbox rows left in 'sending' by an earlier run", count)
+        return int(count)
+
+    async def _claim(self, row_id: int) -> bool:
+        now = self.clock.now()
+        claimed = await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED).update(
+            status=OutboxStatus.SENDING, claimed_at=now
+        )
+        return bool(claimed)
+
+    async def due_ids(self, limit: int = 100) -> list[int]:
+        ids = (
+            await OutboxRow.filter(
+                status=OutboxStatus.QUEUED, next_attempt_at__lte=self.clock.now()
+            )
+            .order_by("id")
+            .limit(limit)
+            .values_list("id", flat=True)
+        )
+        return [int(i) for i in ids]
+
+    async def next_due(self) -> datetime | None:
+        row = (
+            await OutboxRow.filter(status=OutboxStatus.QUEUED)
+            .order_by("next_attempt_at")
+            .only("id", "next_attempt_at")
+            .first()
+        )
+        return row.next_attempt_at if row else None
+
+    async def run_once(self) -> int:
+        """Send every due row; returns how many were sent. One connection for the batch."""
+        await self.requeue_stale()
+        ids = await self.due_ids()
+        if not ids:
+            return 0
+        sent = 0
+        smtp = self.transport.client()
+        try:
+            try:
+                await smtp.connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                error = _classify(exc)
+                log.warning("SMTP %s unavailable: %s", self.transport.endpoint.redacted(), error)
+                await self._defer_all(ids, error)
+                return 0
+            for row_id in ids:
+                if not smtp.is_connected:
+                    # The server dropped us: the rest stay queued and due for the next drain.
+                    break
+                if await self._send_row(smtp, row_id):
+                    sent += 1
+        finally:
+            if smtp.is_connected:
+                try:
+                    await smtp.quit()
+                except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                    smtp.close()
+        return sent
+
+    async def _defer_all(
+        self, ids: list[int], error: SmtpTransientError | SmtpPermanentError
+    ) -> None:
+        for row_id in ids:
+            row = await OutboxRow.get(id=row_id)
+            await self._record_failure(row, error)
+
+    async def _send_row(self, smtp: aiosmtplib.SMTP, row_id: int) -> bool:
+        row = await OutboxRow.filter(id=row_id).first()
+        if row is None or not await self._claim(row_id):
+            return False
+        message = await Message.get(id=row.message_id).only("id", "raw_bytes", "message_id")
+        try:
+            response = await self.transport.send(
+                smtp, row.mail_from, row.rcpt_to, message.raw_bytes
+            )
+        except (SmtpTransientError, SmtpPermanentError) as error:
+            await self._record_failure(row, error)
+            return False
+        await OutboxRow.filter(id=row.id).update(
+            status=OutboxStatus.SENT,
+            sent_at=self.clock.now(),
+            attempts=row.attempts + 1,
+            last_error=None,
+        )
+        log.info(
+            "sent outbox row %d message-id %s ticket #%s to %s: %s",
+            row.id,
+            message.message_id,
+            row.ticket_id,
+            row.rcpt_to,
+            response.strip(),
+        )
+        return True
+
+    async def _record_failure(
+        self,
+        row: OutboxRow,
+        error: SmtpTransientError | SmtpPermanentError,
+    ) -> None:
+        now = self.clock.now()
+        attempts = row.attempts + 1
+        permanent = isinstance(error, SmtpPermanentError)
+        expired = now - row.created_at > self.retry.give_up_after
+        async with in_transaction() as conn:
+            if permanent or expired:
+                reason = str(error) if permanent else f"gave up after {attempts} attempts: {error}"
+                await (
+                    OutboxRow.filter(id=row.id)
+                    .using_db(conn)
+                    .update(status=OutboxStatus.FAILED, attempts=attempts, last_error=reason)
+                )
+                log.error(
+                    "outbox row %d ticket #%s to %s failed: %s",
+                    row.id,
+                    row.ticket_id,
+                    row.rcpt_to,
+                    reason,
+                )
+                return
+            retry_at = now + self.retry.delay(attempts)
+            await (
+                OutboxRow.filter(id=row.id)
+                .using_db(conn)
+                .update(
+                    status=OutboxStatus.QUEUED,
+                    attempts=attempts,
+                    last_error=str(error),
+                    next_attempt_at=retry_at,
+                )
+            )
+        log.warning(
+            "outbox row %d ticket #%s to %s deferred (attempt %d, retry at %s): %s",
+            row.id,
+            row.ticket_id,
+            row.rcpt_to,
+            attempts,
+            retry_at.isoformat(),
+            error,
+        )
