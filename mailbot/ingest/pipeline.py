@@ -183,7 +183,7 @@ class Intake:
             )
             reply_kind = None
             if decision.reply is not None and self.send_replies:
-                out = build_reply(
+                out, _ = build_reply(
                     policy,
                     decision=decision,
                     reply=decision.reply,

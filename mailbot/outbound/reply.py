@@ -14,6 +14,7 @@ from mailbot.outbound.compose import (
     reference_chain,
     subject_with_token,
 )
+from mailbot.outbound.render import Rendered
 from mailbot.policy import Policy
 from mailbot.rules.deadline import format_deadline, promise_text
 
@@ -54,14 +55,16 @@ def build_reply(
     parent_id: str | None,
     parent_references: tuple[str, ...],
     now: datetime,
-) -> Outgoing:
+) -> tuple[Outgoing, Rendered]:
+    """Render the reply's template and compose the mail; both are returned (simulate shows
+    the rendered text, intake queues the composed bytes)."""
     context = reply_context(policy, decision, reply, ticket_id, subject)
     rendered = policy.renderer.render(reply.template, reply.language, context)
     prefix = policy.rules.identity.ticket_prefix
     token = (
         format_token(prefix, ticket_id) if ticket_id is not None else f"[{prefix}#{UNSAVED_REF}]"
     )
-    return compose(
+    out = compose(
         sender=policy.support,
         to=reply.to,
         subject=subject_with_token(rendered.subject, token),
@@ -75,3 +78,4 @@ def build_reply(
         ticket_ref=str(context["ticket_ref"]),
         language=reply.language,
     )
+    return out, rendered

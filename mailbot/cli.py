@@ -1,0 +1,119 @@
+"""mailbot's command line. ``main(argv) -> int`` is the one place that exits.
+
+Exit codes: 0 ok, 1 runtime failure, 2 configuration error (bad settings or rules.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from mailbot import __version__
+from mailbot.errors import ConfigError, MailbotError
+from mailbot.settings import Settings, load_settings
+
+log = logging.getLogger("mailbot")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailbot", description="An e-mail driven helpdesk.")
+    parser.add_argument("--version", action="version", version=f"mailbot {__version__}")
+    parser.add_argument("--rules", help="rules.yaml (default: $MAILBOT_RULES or ./rules.yaml)")
+    parser.add_argument("--db", help="database URL (default: $MAILBOT_DB_URL or SQLite in state)")
+    parser.add_argument("--imap", help="IMAP URL (default: $MAILBOT_IMAP_URL)")
+    parser.add_argument("--smtp", help="SMTP URL (default: $MAILBOT_SMTP_URL)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--once", action="store_true", help="process the mailbox, drain, exit")
+
+    sub.add_parser("demo", help="run the whole path on local servers and show what happened")
+    sub.add_parser("check", help="validate settings, rules and templates")
+
+    sim = sub.add_parser("simulate", help="what would happen to a message (writes nothing)")
+    sim.add_argument("file", type=Path)
+    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--at", help="pretend the message arrives at this ISO time")
+
+    imp = sub.add_parser("import", help="run .eml files, mbox files or Maildirs through intake")
+    imp.add_argument("paths", nargs="+", type=Path)
+    imp.add_argument("--no-send", action="store_true", help="store only; queue no answers")
+
+    tickets = sub.add_parser("tickets", help="list tickets, newest first")
+    tickets.add_argument("--json", action="store_true")
+    tickets.add_argument("--limit", type=int, default=None)
+
+    quarantine = sub.add_parser("quarantine", help="list quarantined messages, or retry them")
+    quarantine.add_argument("--retry", type=int, action="append", default=[], metavar="ID")
+    quarantine.add_argument("--retry-all", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(imap_url=args.imap, smtp_url=args.smtp, db_url=args.db, rules=args.rules)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("tortoise", "aiosqlite", "apscheduler", "aioimaplib", "mail-parser", "mailparser"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return asyncio.run(_dispatch(args))
+    except ConfigError as exc:
+        print(f"mailbot: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except MailbotError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from mailbot import commands
+
+    if args.command == "demo":
+        from mailbot.demo import run_demo
+
+        return await run_demo(rules=Path(args.rules) if args.rules else None)
+    settings = _settings(args)
+    if args.command == "run":
+        return await commands.run(settings, once=args.once)
+    if args.command == "check":
+        return await commands.check(settings)
+    if args.command == "simulate":
+        at = datetime.fromisoformat(args.at) if args.at else None
+        return await commands.simulate(settings, args.file, as_json=args.json, at=at)
+    if args.command == "import":
+        return await commands.import_paths(settings, args.paths, send=not args.no_send)
+    if args.command == "tickets":
+        return await commands.tickets(settings, as_json=args.json, limit=args.limit)
+    if args.command == "quarantine":
+        return await commands.quarantine(settings, retry=args.retry, retry_all=args.retry_all)
+    raise AssertionError(args.command)
+
+
+def dump_json(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The CLI's commands, one coroutine each, returning an exit code."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from tortoise import connections
+
+from mailbot.clock import FixedClock, SystemClock
+from mailbot.domain import Disposition
+from mailbot.errors import ConfigError, ParseError
+from mailbot.ingest.pipeline import Intake, analyse, parse_off_loop
+from mailbot.ingest.sources import iter_raw
+from mailbot.outbound.reply import build_reply
+from mailbot.outbound.sender import OutboxSender, SmtpTransport
+from mailbot.policy import Policy, load_policy
+from mailbot.settings import Settings
+from mailbot.tickets.database import close_database, open_database, redact
+from mailbot.tickets.models import Message, MessageState
+from mailbot.tickets.queries import list_quarantine, list_tickets
+from mailbot.tickets.service import Origin
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+async def run(settings: Settings, *, once: bool) -> int:
+    from mailbot.daemon import run_daemon
+
+    report = await run_daemon(settings, once=once)
+    if report is not None:
+        counts = ", ".join(f"{k.value} {v}" for k, v in report.ingested.items())
+        _out(f"processed: {counts}; sent {report.sent}")
+    return 0
+
+
+async def check(settings: Settings) -> int:
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    rules = policy.rules
+    _out(f"rules:     {settings.rules_path} OK (version {rules.version})")
+    _out(f"support:   {policy.support} (loop marker {policy.marker})")
+    _out(f"plans:     {', '.join(rules.plans)} (default {rules.default_plan})")
+    _out(f"customers: {len(rules.customers)}; wiki articles: {len(rules.wiki)}")
+    _out(f"templates: {settings.templates_dir} OK for {', '.join(rules.languages)}")
+    _out(f"database:  {redact(settings.db_url)}")
+    _out(f"imap:      {settings.imap.redacted() if settings.imap else 'not set (MAILBOT_IMAP_URL)'}")
+    _out(f"smtp:      {settings.smtp.redacted() if settings.smtp else 'not set (MAILBOT_SMTP_URL)'}")
+    return 0
+
+
+async def _open_read_only(settings: Settings) -> None:
+    """The live database if it exists (never written), else an empty in-memory one."""
+    url = settings.db_url
+    if url.startswith("sqlite://"):
+        path = Path(url.removeprefix("sqlite://").split("?")[0])
+        if not path.exists():
+            await open_database("sqlite://:memory:")
+            return
+        await open_database(url + ("&" if "?" in url else "?") + "mode=ro", create_schema=False)
+        return
+    await open_database(url, create_schema=False)
+
+
+async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetime | None) -> int:
+    from mailbot.cli import dump_json
+
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    raw = file.read_bytes()
+    clock = FixedClock(at) if at else SystemClock()
+    try:
+        parsed = await parse_off_loop(raw)
+    except ParseError as exc:
+        result: dict[str, object] = {"file": str(file), "quarantine": True, "error": str(exc)}
+        _out(dump_json(result) if as_json else f"{file}: would be quarantined: {exc}")
+        return 0
+    await _open_read_only(settings)
+    try:
+        analysis = await analyse(connections.get("default"), parsed, policy, clock.now())
+    finally:
+        await close_database()
+    result = simulation_result(policy, analysis, clock.now())
+    if as_json:
+        _out(dump_json(result))
+    else:
+        _print_simulation(result)
+    return 0
+
+
+def simulation_result(policy: Policy, analysis: object, now: datetime) -> dict[str, object]:
+    from mailbot.ingest.pipeline import Analysis
+
+    assert isinstance(analysis, Analysis)
+    decision = analysis.decision
+    parsed = analysis.parsed
+    prefix = policy.rules.identity.ticket_prefix
+    ticket_id = decision.thread.ticket_id
+    reply: dict[str, object] | None = None
+    if decision.reply is not None:
+        out, rendered = build_reply(
+            policy,
+            decision=decision,
+            reply=decision.reply,
+            ticket_id=ticket_id,
+            subject=analysis.subject,
+            parent_id=parsed.message_id,
+            parent_references=parsed.references,
+            now=now,
+        )
+        reply = {
+            "template": decision.reply.template,
+            "kind": decision.reply.kind.value,
+            "language": decision.reply.language,
+            "to": decision.reply.to.email,
+            "subject": out.subject,
+            "body": rendered.text,
+            "articles": [{"title": a.title, "url": a.url} for a in decision.reply.articles],
+        }
+    return {
+        "message_id": parsed.message_id,
+        "from": parsed.from_.email if parsed.from_ else None,
+        "subject": parsed.subject,
+        "customer": decision.customer,
+        "plan": decision.plan,
+        "language": decision.language,
+        "auto_generated": decision.auto.auto_generated,
+        "auto_generated_reason": decision.auto.reason,
+        "bounce": decision.auto.bounce,
+        "text": analysis.text,
+        "ticket": {
+            "action": decision.thread.action.value,
+            "ref": f"{prefix}#{ticket_id}" if ticket_id is not None else None,
+            "linked": (
+                f"{prefix}#{decision.thread.linked_ticket_id}"
+                if decision.thread.linked_ticket_id
+                else None
+            ),
+            "reason": decision.thread.reason,
+        },
+        "deadline": decision.deadline.isoformat() if decision.deadline else None,
+        "rule_hits": list(decision.rule_hits),
+        "reply": reply,
+    }
+
+
+def _print_simulation(result: dict[str, object]) -> None:
+    ticket = result["ticket"]
+    assert isinstance(ticket, dict)
+    _out(f"message:   {result['message_id']} from {result['from']}")
+    _out(f"subject:   {result['subject']}")
+    _out(f"customer:  {result['customer']} plan {result['plan']} language {result['language']}")
+    _out(f"auto:      {result['auto_generated']} ({result['auto_generated_reason'] or '-'})")
+    _out(f"ticket:    {ticket['action']} {ticket['ref'] or ''} ({ticket['reason']})")
+    _out(f"deadline:  {result['deadline'] or '-'}")
+    _out("rules:     " + "; ".join(str(hit) for hit in result["rule_hits"]))  # type: ignore[attr-defined]
+    reply = result["reply"]
+    if reply is None:
+        _out("reply:     none")
+        return
+    assert isinstance(reply, dict)
+    _out(f"reply:     {reply['template']} to {reply['to']}: {reply['subject']}")
+    _out("")
+    _out(str(reply["body"]))
+
+
+async def _drain(settings: Settings) -> int:
+    if settings.smtp is None:
+        return 0
+    sender = OutboxSender(SmtpTransport(settings.smtp), SystemClock())
+    total = 0
+    while batch := await sender.run_once():
+        total += batch
+    return total
+
+
+async def import_paths(settings: Settings, paths: list[Path], *, send: bool) -> int:
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    await open_database(settings.db_url)
+    counts = dict.fromkeys(Disposition, 0)
+    try:
+        intake = Intake(policy, SystemClock(), send_replies=send)
+        for path in paths:
+            for label, raw in iter_raw(path):
+                outcome = await intake.accept(raw, Origin(label=label))
+                counts[outcome.disposition] += 1
+        sent = await _drain(settings) if send else 0
+    finally:
+        await close_database()
+    summary = ", ".join(f"{k.value} {v}" for k, v in counts.items())
+    _out(f"imported: {summary}; sent {sent}")
+    if send and settings.smtp is None:
+        _out("answers were queued; they go out when `mailbot run` has MAILBOT_SMTP_URL")
+    return 0
+
+
+async def tickets(settings: Settings, *, as_json: bool, limit: int | None) -> int:
+    from mailbot.cli import dump_json
+
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    await open_database(settings.db_url)
+    try:
+        rows = await list_tickets(policy.rules.identity.ticket_prefix, limit)
+    finally:
+        await close_database()
+    if as_json:
+        _out(dump_json([row.as_json() for row in rows]))
+        return 0
+    for row in rows:
+        deadline = row.deadline.isoformat(timespec="minutes") if row.deadline else "-"
+        _out(
+            f"{row.ref:>8}  {row.status:<8} {row.plan:<10} {row.customer:<30} "
+            f"due {deadline}  {row.subject}"
+        )
+    if not rows:
+        _out("no tickets")
+    return 0
+
+
+async def quarantine(settings: Settings, *, retry: list[int], retry_all: bool) -> int:
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    await open_database(settings.db_url)
+    try:
+        entries = await list_quarantine()
+        targets = [e.id for e in entries] if retry_all else retry
+        if not targets:
+            for entry in entries:
+                _out(f"{entry.id:>6}  {entry.size:>9} B  {entry.source}  {entry.error}")
+            if not entries:
+                _out("quarantine is empty")
+            return 0
+        intake = Intake(policy, SystemClock())
+        for row_id in targets:
+            row = await Message.filter(id=row_id, state=MessageState.QUARANTINED).first()
+            if row is None:
+                raise ConfigError(f"no quarantined message with id {row_id}")
+            if not row.raw_bytes:
+                _out(f"{row_id}: nothing stored to retry ({row.error})")
+                continue
+            # Never lose it: step the old row aside, store anew, and only then delete the old
+            # row. A crash in between leaves both, and the next retry sees a duplicate.
+            if not row.content_hash.startswith("retrying:"):
+                row.content_hash = f"retrying:{row.content_hash}"
+                row.message_id = None
+                await row.save(update_fields=["content_hash", "message_id"])
+            outcome = await intake.accept(row.raw_bytes, Origin(label=f"retry:{row.source}"))
+            await row.delete()
+            _out(f"{row_id}: {outcome.disposition.value} ({outcome.reason})")
+    finally:
+        await close_database()
+    return 0

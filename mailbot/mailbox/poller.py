@@ -1,0 +1,186 @@
+"""The IMAP poller: UID checkpoint, batched BODY.PEEK[] fetches, ack after commit, IDLE.
+
+For each batch: sizes first (``RFC822.SIZE``; oversized mail is recorded and left on the
+server), then the bodies, then ``Intake.accept`` per message (each commits the message and the
+checkpoint together), then one ranged STORE or MOVE for the UIDs that committed. A crash
+between commit and ack leaves committed mail unacknowledged on the server; the next sync
+acknowledges it (``_reconcile``), and the UID checkpoint plus Message-ID/hash dedup mean it is
+never stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from tortoise.transactions import in_transaction
+
+from mailbot.clock import Clock
+from mailbot.domain import Disposition
+from mailbot.endpoints import Endpoint
+from mailbot.errors import ImapPermanentError, MailbotError, TransientError
+from mailbot.ingest.pipeline import Intake
+from mailbot.mailbox.imap import ImapSession
+from mailbot.settings import DONE_KEYWORD, Settings
+from mailbot.tickets.service import Origin, ensure_mailbox_state, store_quarantined
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 1.0
+BACKOFF_CAP = 300.0
+
+
+def mailbox_key(endpoint: Endpoint) -> str:
+    """The checkpoint key of a mailbox: account, server and folder."""
+    return f"{endpoint.user or ''}@{endpoint.host}:{endpoint.port}/{endpoint.mailbox}"
+
+
+def chunks(items: Sequence[int], size: int) -> list[list[int]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class MailboxPoller:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        intake: Intake,
+        settings: Settings,
+        clock: Clock,
+        *,
+        on_stored: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.intake = intake
+        self.settings = settings
+        self.clock = clock
+        self.on_stored = on_stored
+        self.key = mailbox_key(endpoint)
+        self.label = endpoint.redacted()
+        self.stats: dict[Disposition, int] = dict.fromkeys(Disposition, 0)
+
+    async def open(self) -> ImapSession:
+        return await ImapSession.open(self.endpoint)
+
+    async def run_once(self) -> int:
+        """Connect, process everything new, acknowledge, disconnect. Returns messages handled."""
+        session = await self.open()
+        try:
+            return await self.sync(session)
+        finally:
+            await session.close()
+
+    async def sync(self, session: ImapSession) -> int:
+        async with in_transaction() as conn:
+            last_uid = await ensure_mailbox_state(conn, self.key, session.uidvalidity)
+        await self._reconcile(session, last_uid)
+        uids = await session.search_uids(last_uid + 1)
+        handled = 0
+        for batch in chunks(uids, self.settings.batch):
+            handled += await self._process_batch(session, batch)
+        return handled
+
+    async def _process_batch(self, session: ImapSession, batch: list[int]) -> int:
+        sizes = await session.fetch_sizes(batch)
+        limit = self.settings.max_message_bytes
+        wanted = [uid for uid in batch if sizes.get(uid, 0) <= limit]
+        committed: list[int] = [uid for uid in batch if sizes.get(uid, 0) > limit]
+        for uid in committed:
+            await self._record_oversized(session, uid, sizes[uid])
+        try:
+            for message in await session.fetch(wanted):
+                origin = Origin(
+                    label=f"{self.endpoint.mailbox} uid {message.uid}",
+                    mailbox=self.key,
+                    uidvalidity=session.uidvalidity,
+                    uid=message.uid,
+                )
+                outcome = await self.intake.accept(message.raw, origin)
+                self.stats[outcome.disposition] += 1
+                committed.append(message.uid)
+                if outcome.reply is not None:
+                    self.on_stored()
+        finally:
+            # Whatever committed is acknowledged, even when a later message raised.
+            if committed:
+                await self._ack(session, committed)
+        return len(committed)
+
+    async def _record_oversized(self, session: ImapSession, uid: int, size: int) -> None:
+        origin = Origin(
+            label=f"{self.endpoint.mailbox} uid {uid}",
+            mailbox=self.key,
+            uidvalidity=session.uidvalidity,
+            uid=uid,
+        )
+        error = (
+            f"message of {size} bytes exceeds MAILBOT_MAX_MESSAGE_BYTES="
+            f"{self.settings.max_message_bytes}; not downloaded, left on the server "
+            f"as UID {uid} in {self.endpoint.mailbox} (UIDVALIDITY {session.uidvalidity})"
+        )
+        async with in_transaction() as conn:
+            await store_quarantined(
+                conn,
+                raw=b"",
+                origin=origin,
+                content_hash=f"oversized:{self.key}:{session.uidvalidity}:{uid}",
+                error=error,
+                now=self.clock.now(),
+            )
+        self.stats[Disposition.QUARANTINED] += 1
+        log.warning("quarantined %s uid %d: %s", self.label, uid, error)
+
+    async def _ack(self, session: ImapSession, uids: list[int]) -> None:
+        if self.settings.ack.move_to:
+            await session.move(uids, self.settings.ack.move_to)
+        else:
+            await session.add_flags(uids, ["\\Seen", DONE_KEYWORD])
+        log.debug("acknowledged %d messages on %s", len(uids), self.label)
+
+    async def _reconcile(self, session: ImapSession, last_uid: int) -> None:
+        """Acknowledge mail that committed before a crash but was never acknowledged."""
+        if last_uid <= 0:
+            return
+        if self.settings.ack.move_to:
+            pending = await session.search(f"UID 1:{last_uid}")
+        else:
+            pending = await session.search(f"UID 1:{last_uid} UNKEYWORD {DONE_KEYWORD}")
+        pending = [uid for uid in pending if uid <= last_uid]
+        if pending:
+            log.warning(
+                "%s: %d committed messages were not acknowledged (crash?): acknowledging now",
+                self.label,
+                len(pending),
+            )
+            await self._ack(session, pending)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sync, then IDLE (or poll) until ``stop``; reconnect with capped backoff on trouble."""
+        delay = BACKOFF_START
+        while not stop.is_set():
+            session: ImapSession | None = None
+            try:
+                session = await self.open()
+                delay = BACKOFF_START
+                while not stop.is_set():
+                    await self.sync(session)
+                    wait = self.settings.idle_seconds if session.has_idle else self.settings.poll_seconds
+                    await session.wait_for_news(wait)
+            except asyncio.CancelledError:
+                raise
+            except ImapPermanentError as exc:
+                log.error("%s: %s (retrying in %.0f s)", self.label, exc, BACKOFF_CAP)
+                delay = BACKOFF_CAP
+            except (TransientError, MailbotError, OSError) as exc:
+                log.warning("%s: %s (reconnecting in %.1f s)", self.label, exc, delay)
+            finally:
+                if session is not None:
+                    await session.close()
+            if stop.is_set():
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, BACKOFF_CAP)

@@ -1,0 +1,152 @@
+"""Connection settings from the environment (a systemd EnvironmentFile) and CLI overrides.
+
+| variable                     | meaning                                             | default                     |
+|------------------------------|-----------------------------------------------------|-----------------------------|
+| MAILBOT_IMAP_URL             | imaps://user@host:993/INBOX (imap:// = STARTTLS)    | required for `run`          |
+| MAILBOT_IMAP_PASSWORD[_FILE] | IMAP password, or a file holding it                 | password in the URL         |
+| MAILBOT_SMTP_URL             | smtps://user@host:465 or smtp://host:587 (STARTTLS) | required for `run`          |
+| MAILBOT_SMTP_PASSWORD[_FILE] | SMTP password, or a file holding it                 | password in the URL         |
+| MAILBOT_DB_URL               | sqlite:///path or postgresql://...                  | SQLite file in the state dir|
+| MAILBOT_RULES                | path to rules.yaml                                  | ./rules.yaml                |
+| MAILBOT_TEMPLATES            | template directory                                  | templates/ beside rules.yaml|
+| MAILBOT_STATE_DIR            | where the SQLite file lives                         | $STATE_DIRECTORY or ./state |
+| MAILBOT_ACK                  | `flag` (set \\Seen + $MailbotDone) or `move:FOLDER`  | flag                        |
+| MAILBOT_TLS_VERIFY           | `0` turns certificate checks off (loopback only)    | 1                           |
+| MAILBOT_BATCH                | UIDs fetched per IMAP round trip                    | 50                          |
+| MAILBOT_IDLE_SECONDS         | IDLE renewal (kept well below 29 minutes)           | 600                         |
+| MAILBOT_POLL_SECONDS         | poll interval when the server has no IDLE           | 60                          |
+| MAILBOT_MAX_MESSAGE_BYTES    | bigger messages are stored raw and quarantined      | 52428800                    |
+
+A password file is read once at start-up and stripped of its trailing newline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mailbot.endpoints import Endpoint, parse_endpoint
+from mailbot.errors import ConfigError
+from mailbot.tickets.database import sqlite_url
+
+ACK_FLAG = "flag"
+DONE_KEYWORD = "$MailbotDone"
+
+
+@dataclass(frozen=True, slots=True)
+class AckMode:
+    """How a committed message is acknowledged on the server."""
+
+    move_to: str | None  # a folder, or None to flag in place
+
+    @classmethod
+    def parse(cls, text: str) -> AckMode:
+        if text == ACK_FLAG:
+            return cls(None)
+        kind, _, folder = text.partition(":")
+        if kind == "move" and folder.strip():
+            return cls(folder.strip())
+        raise ConfigError(f"MAILBOT_ACK {text!r}: use 'flag' or 'move:FOLDER'")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    imap: Endpoint | None
+    smtp: Endpoint | None
+    db_url: str
+    rules_path: Path
+    templates_dir: Path
+    state_dir: Path
+    ack: AckMode = AckMode(None)
+    batch: int = 50
+    idle_seconds: float = 600.0
+    poll_seconds: float = 60.0
+    max_message_bytes: int = 50 * 1024 * 1024
+
+    def require_servers(self) -> tuple[Endpoint, Endpoint]:
+        if self.imap is None or self.smtp is None:
+            missing = [n for n, v in (("MAILBOT_IMAP_URL", self.imap), ("MAILBOT_SMTP_URL", self.smtp)) if v is None]
+            raise ConfigError(f"{' and '.join(missing)} must be set to run the daemon")
+        return self.imap, self.smtp
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    file_var = f"{name}_FILE"
+    if env.get(file_var):
+        path = Path(env[file_var])
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{file_var}={path}: cannot read: {exc.strerror}") from exc
+    return env.get(name) or None
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r}: not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name}={text!r}: must be positive")
+    return value
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    imap_url: str | None = None,
+    smtp_url: str | None = None,
+    db_url: str | None = None,
+    rules: str | None = None,
+) -> Settings:
+    """Read settings; keyword arguments are CLI flags and win over the environment."""
+    env = os.environ if env is None else env
+    verify = env.get("MAILBOT_TLS_VERIFY", "1").strip().lower() not in {"0", "false", "no"}
+    imap_text = imap_url or env.get("MAILBOT_IMAP_URL")
+    smtp_text = smtp_url or env.get("MAILBOT_SMTP_URL")
+    imap = (
+        parse_endpoint(
+            imap_text,
+            protocol="imap",
+            password=_secret(env, "MAILBOT_IMAP_PASSWORD"),
+            verify_tls=verify,
+        )
+        if imap_text
+        else None
+    )
+    smtp = (
+        parse_endpoint(
+            smtp_text,
+            protocol="smtp",
+            password=_secret(env, "MAILBOT_SMTP_PASSWORD"),
+            verify_tls=verify,
+        )
+        if smtp_text
+        else None
+    )
+    state_dir = Path(
+        env.get("MAILBOT_STATE_DIR") or env.get("STATE_DIRECTORY", "").split(":")[0] or "state"
+    )
+    rules_path = Path(rules or env.get("MAILBOT_RULES") or "rules.yaml")
+    templates = Path(env.get("MAILBOT_TEMPLATES") or rules_path.resolve().parent / "templates")
+    return Settings(
+        imap=imap,
+        smtp=smtp,
+        db_url=db_url or env.get("MAILBOT_DB_URL") or sqlite_url(state_dir / "mailbot.sqlite3"),
+        rules_path=rules_path,
+        templates_dir=templates,
+        state_dir=state_dir,
+        ack=AckMode.parse(env.get("MAILBOT_ACK", ACK_FLAG)),
+        batch=int(_number(env, "MAILBOT_BATCH", 50)),
+        idle_seconds=min(_number(env, "MAILBOT_IDLE_SECONDS", 600.0), 25 * 60.0),
+        poll_seconds=_number(env, "MAILBOT_POLL_SECONDS", 60.0),
+        max_message_bytes=int(_number(env, "MAILBOT_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)),
+    )
