@@ -73,7 +73,7 @@ def test_multipart_alternative_round_trips_utf8() -> None:
 
 
 def test_reference_chain_trims_and_skips_non_ascii() -> None:
-    refs = tuple(f"<r{i}@x>" for i in range(40)) + ("<bad\u00e9@x>",)
+    refs = (*(f"<r{i}@x>" for i in range(40)), "<bad\u00e9@x>")
     chain = reference_chain("<parent@x>", refs)
     assert len(chain) == MAX_REFERENCES
     assert chain[0] == "<r0@x>" and chain[-1] == "<parent@x>"
