@@ -1,0 +1,230 @@
+"""The whole path on real servers: APPEND over IMAP -> tickets in SQLite -> mail at the SMTP server.
+
+Runs against every IMAP server the ``imap_server`` fixture offers (pymap always, Dovecot when
+installed; in CI Dovecot is mandatory).
+"""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+from mailbot.clock import SystemClock
+from mailbot.daemon import Daemon
+from mailbot.domain import Disposition, TicketStatus
+from mailbot.endpoints import parse_endpoint
+from mailbot.mailbox.imap import ImapSession
+from mailbot.outbound.compose import loop_marker
+from mailbot.policy import Policy
+from mailbot.settings import DONE_KEYWORD
+from mailbot.tickets.models import Message as MessageRow
+from mailbot.tickets.models import MessageState, OutboxRow, OutboxStatus, Ticket
+from mailbot.tickets.queries import list_tickets
+from tests.e2e.conftest import make_settings
+
+
+def mail(
+    sender: str,
+    subject: str,
+    body: str,
+    *,
+    in_reply_to: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[str, bytes]:
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = sender
+    msg["To"] = "support@example.com"
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(SystemClock().now())
+    msg_id = make_msgid(domain="customer.test")
+    msg["Message-ID"] = msg_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg_id, msg.as_bytes()
+
+
+async def append(imap_server: Any, *raws: bytes) -> None:
+    endpoint = parse_endpoint(
+        f"imap+plain://{imap_server.user}@{imap_server.host}:{imap_server.port}/INBOX",
+        protocol="imap",
+        password=imap_server.password,
+    )
+    session = await ImapSession.open(endpoint)
+    try:
+        for raw in raws:
+            await session.append(raw)
+    finally:
+        await session.close()
+
+
+def received(sink: Any) -> list[Message]:
+    return [message_from_bytes(m.raw, policy=policy.default) for m in sink.messages]
+
+
+async def test_new_mail_becomes_tickets_and_answers_are_threaded(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    anna_id, anna = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        "Kassan visar fel vid betalning",
+        "Hej! Kassan ger ett felmeddelande när kunderna betalar. Kan ni titta på det?",
+    )
+    john_id, john = mail(
+        "John Carter <john@example.org>",
+        "How do I reset my password?",
+        "Hi, how do I reset the password of my admin login? I cannot find it.",
+    )
+    ooo_id, ooo = mail(
+        "Bob <bob@example.org>",
+        "Out of office",
+        "I am away until Monday.",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    await append(imap_server, anna, john, ooo)
+
+    daemon = Daemon(settings, policy)
+    report = await daemon.run_once()
+
+    assert report.ingested[Disposition.STORED] == 3
+    assert report.sent == 2
+    tickets = {t.customer: t for t in await list_tickets("")}
+    assert set(tickets) == {"anna@butiken.se", "john@example.org"}  # no ticket for the OOO
+    anna_ticket, john_ticket = tickets["anna@butiken.se"], tickets["john@example.org"]
+    assert (anna_ticket.plan, anna_ticket.language) == ("pro", "sv")
+    assert (john_ticket.plan, john_ticket.language) == ("core", "en")
+    assert anna_ticket.deadline is not None and john_ticket.deadline is not None
+    ooo_row = await MessageRow.get(message_id=ooo_id)
+    assert ooo_row.ticket_id is None and ooo_row.auto_generated  # type: ignore[attr-defined]
+    assert ooo_row.raw_bytes == ooo
+
+    by_rcpt = {str(m["To"].addresses[0].addr_spec): m for m in received(smtp_sink)}
+    assert set(by_rcpt) == {"anna@butiken.se", "john@example.org"}
+    ack = by_rcpt["anna@butiken.se"]
+    assert ack["In-Reply-To"] == anna_id
+    assert anna_id in str(ack["References"])
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["X-Mailbot-Loop"] == loop_marker("support@example.com")
+    assert f"[#{anna_ticket.id}]" in str(ack["Subject"])
+    assert ack["From"].addresses[0].addr_spec == "support@example.com"
+    assert ack["Message-ID"] in anna_ticket.message_ids
+    ack_body = ack.get_body(preferencelist=("plain",))
+    assert ack_body is not None and f"#{anna_ticket.id}" in ack_body.get_content()
+    wiki = by_rcpt["john@example.org"]
+    wiki_body = wiki.get_body(preferencelist=("plain",))
+    assert wiki_body is not None
+    assert "https://wiki.example.com/password" in wiki_body.get_content()
+    assert wiki["In-Reply-To"] == john_id
+
+    # The customer answers our acknowledgement: same ticket, no second acknowledgement.
+    follow_id, follow = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        "SV: " + str(ack["Subject"]),
+        "Felet kommer bara i Firefox.\n\n> quoted text from the acknowledgement\n",
+        in_reply_to=str(ack["Message-ID"]),
+    )
+    # Our own acknowledgement delivered back into the support mailbox is not a new ticket.
+    await append(imap_server, follow, smtp_sink.messages[0].raw)
+    report = await daemon.run_once()
+    assert report.sent == 0
+    assert len(smtp_sink.messages) == 2
+    updated = {t.customer: t for t in await list_tickets("")}
+    assert len(updated) == 2
+    assert follow_id in updated["anna@butiken.se"].message_ids
+    follow_row = await MessageRow.get(message_id=follow_id)
+    assert "Firefox" in follow_row.text and "quoted text" not in follow_row.text
+
+    # Nothing new: a restarted daemon on the same database does nothing twice.
+    again = await Daemon(settings, policy).run_once()
+    assert sum(again.ingested.values()) == 0 and again.sent == 0
+    assert await MessageRow.filter(direction="in").count() == 5
+    assert await OutboxRow.filter(status=OutboxStatus.SENT).count() == 2
+
+
+async def test_messages_are_acknowledged_on_the_server_only_after_commit(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    _, first = mail("Anna <anna@butiken.se>", "Help", "Something is broken in the cart.")
+    await append(imap_server, first)
+    await Daemon(settings, policy).run_once()
+    endpoint = settings.imap
+    assert endpoint is not None
+    session = await ImapSession.open(endpoint)
+    try:
+        done = await session.search(f"KEYWORD {DONE_KEYWORD}")
+        unseen = await session.search("UNSEEN")
+    finally:
+        await session.close()
+    assert len(done) == 1 and unseen == []
+
+
+async def test_move_ack_mode_moves_processed_mail(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(
+        imap_server, smtp_sink, rules_file, database, MAILBOT_ACK="move:Processed"
+    )
+    _, first = mail("Anna <anna@butiken.se>", "Help", "Something is broken in the cart.")
+    _, second = mail("Mario <mario@negozio.it>", "Aiuto", "Il carrello non funziona più.")
+    await append(imap_server, first, second)
+    report = await Daemon(settings, policy).run_once()
+    assert report.ingested[Disposition.STORED] == 2
+    assert settings.imap is not None
+    session = await ImapSession.open(settings.imap)
+    try:
+        assert await session.search("ALL") == []
+    finally:
+        await session.close()
+    moved = await ImapSession.open(
+        parse_endpoint(
+            f"imap+plain://{imap_server.user}@{imap_server.host}:{imap_server.port}/Processed",
+            protocol="imap",
+            password=imap_server.password,
+        )
+    )
+    try:
+        assert len(await moved.search("ALL")) == 2
+    finally:
+        await moved.close()
+
+
+async def test_stranger_quoting_a_token_gets_a_new_linked_ticket(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    daemon = Daemon(settings, policy)
+    _, first = mail("Anna <anna@butiken.se>", "Kassan", "Kassan fungerar inte.")
+    await append(imap_server, first)
+    await daemon.run_once()
+    ticket = await Ticket.get(customer="anna@butiken.se")
+    _, stranger = mail("Mallory <mallory@evil.test>", f"Re: Kassan [#{ticket.id}]", "Add me.")
+    _, owner = mail("Anna <anna@butiken.se>", f"Re: Kassan [#{ticket.id}]", "More details.")
+    await append(imap_server, stranger, owner)
+    await daemon.run_once()
+    mallory = await Ticket.get(customer="mallory@evil.test")
+    assert mallory.id != ticket.id
+    assert mallory.linked_ticket_id == ticket.id  # type: ignore[attr-defined]
+    assert await MessageRow.filter(ticket_id=ticket.id, direction="in").count() == 2
+    assert (await Ticket.get(id=ticket.id)).status is TicketStatus.NEW
+
+
+async def test_unparseable_mail_is_stored_and_quarantined_not_dropped(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    garbage = b"\x00\x01\x02 not a mail at all \xff\xfe\r\n"
+    await append(imap_server, garbage)
+    report = await Daemon(settings, policy).run_once()
+    assert report.ingested[Disposition.QUARANTINED] == 1
+    row = await MessageRow.get(state=MessageState.QUARANTINED)
+    assert row.raw_bytes == garbage
+    assert row.error
+    assert report.sent == 0
