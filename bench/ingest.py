@@ -1,0 +1,205 @@
+"""Ingest benchmark: mailbot end to end against a floor measured in the same run.
+
+    .venv/bin/python bench/ingest.py [-n 1000] [--latency 200] [--server pymap|dovecot]
+
+1. Generates N realistic messages (new requests in en/sv/it, threaded replies with quotes,
+   some HTML-only, some with attachments) and APPENDs them to a real IMAP server.
+2. Floor: one connection fetches the same UIDs in the same batches with BODY.PEEK[] and parses
+   each with the standard library alone (email.message_from_bytes + get_body). Nothing stored.
+3. mailbot: `Daemon.run_once()` ingests them all (parse, loop check, threading, decision,
+   SQLite commit per message with synchronous=FULL, outbox rows, acks on IMAP) and then sends
+   the answers to an aiosmtpd server. Reported: ingest messages/s (poller), end-to-end
+   messages/s (including SMTP), and the ratio to the floor.
+4. Latency: the daemon runs with IDLE; messages are APPENDed one at a time and the time from
+   APPEND's completion to the acknowledgement arriving at the SMTP server is measured.
+5. Peak RSS of the process (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email
+import logging
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+from mailbot.clock import SystemClock
+from mailbot.daemon import Daemon
+from mailbot.devservers.pymap_server import running_pymap
+from mailbot.devservers.smtp_sink import running_smtp_sink
+from mailbot.endpoints import parse_endpoint
+from mailbot.mailbox.imap import ImapSession
+from mailbot.policy import load_policy
+from mailbot.settings import load_settings
+from mailbot.tickets.database import close_database, open_database, sqlite_url
+
+REPO = Path(__file__).resolve().parents[1]
+USER, PASSWORD = "bench", "bench-password"
+
+SUBJECTS = [
+    ("en", "Checkout fails with error 502", "Since this morning customers cannot pay. "),
+    ("en", "Products missing from category page", "Several products vanished after the import. "),
+    ("sv", "Kassan visar fel vid betalning", "Sedan i morse kan kunderna inte betala i kassan. "),
+    ("sv", "Frakten räknas fel", "Fraktkostnaden blir dubbel för beställningar till Norge. "),
+    ("it", "Errore durante l'importazione", "L'importazione dei prodotti si blocca al 50%. "),
+    ("it", "Il pagamento non funziona", "I clienti non riescono a completare il pagamento. "),
+]
+
+
+def generate(count: int, seed: int = 7) -> list[bytes]:
+    """New requests (60 %), threaded replies with quotes (30 %), HTML-only (10 %), attachments."""
+    rng = random.Random(seed)
+    sent: list[tuple[str, str, str]] = []  # (message-id, sender, subject)
+    out: list[bytes] = []
+    for index in range(count):
+        msg = EmailMessage(policy=email_policy.SMTP)
+        roll = rng.random()
+        msg_id = make_msgid(domain="bench.example")
+        if roll < 0.3 and sent:
+            parent_id, sender, subject = rng.choice(sent)
+            msg["In-Reply-To"] = parent_id
+            msg["References"] = parent_id
+            msg["Subject"] = "Re: " + subject
+            body = "Any news on this? It is still broken.\n\n" + "> earlier text\n" * 20
+        else:
+            _, subject, text = rng.choice(SUBJECTS)
+            sender = f"customer{index}@shop{index % 50}.example"
+            body = text * rng.randint(3, 30) + "\n\nBest regards\nA customer\n"
+            msg["Subject"] = subject
+            sent.append((msg_id, sender, subject))
+        msg["From"] = f"Customer {index} <{sender}>"
+        msg["To"] = "support@example.com"
+        msg["Date"] = format_datetime(SystemClock().now())
+        msg["Message-ID"] = msg_id
+        if roll > 0.9:
+            msg.set_content(f"<html><body><p>{body}</p><ul><li>one</li></ul></body></html>", subtype="html")
+        else:
+            msg.set_content(body)
+        if 0.8 < roll <= 0.9:
+            msg.add_attachment(rng.randbytes(20_000), maintype="image", subtype="png", filename="screen.png")
+        out.append(msg.as_bytes())
+    return out
+
+
+async def append_all(endpoint: Any, raws: list[bytes]) -> None:
+    session = await ImapSession.open(endpoint)
+    try:
+        for raw in raws:
+            await session.append(raw)
+    finally:
+        await session.close()
+
+
+async def floor(endpoint: Any, batch: int) -> float:
+    """Fetch every message in batches and parse it with the standard library only."""
+    start = time.perf_counter()
+    session = await ImapSession.open(endpoint)
+    try:
+        uids = await session.search_uids(1)
+        for i in range(0, len(uids), batch):
+            for fetched in await session.fetch(uids[i : i + batch]):
+                parsed = email.message_from_bytes(fetched.raw, policy=email_policy.default)
+                body = parsed.get_body(preferencelist=("plain", "html"))  # type: ignore[attr-defined]
+                if body is not None:
+                    body.get_content()
+    finally:
+        await session.close()
+    return len(uids) / (time.perf_counter() - start)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+async def measure_latency(imap: Any, sink: Any, settings: Any, policy: Any, count: int) -> list[float]:
+    daemon = Daemon(settings, policy)
+    task = asyncio.create_task(daemon.run())
+    endpoint = parse_endpoint(imap.url, protocol="imap", password=PASSWORD)
+    session = await ImapSession.open(endpoint)
+    latencies: list[float] = []
+    try:
+        await asyncio.sleep(0.5)  # let the daemon log in and enter IDLE (not part of any figure)
+        for raw in generate(count, seed=99):
+            if b"In-Reply-To" in raw:
+                continue
+            before = len(sink.messages)
+            await session.append(raw)
+            appended = time.perf_counter()
+            await sink.wait_for(before + 1, timeout=10.0)
+            latencies.append(time.perf_counter() - appended)
+    finally:
+        await session.close()
+        daemon.stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+    return latencies
+
+
+async def main(count: int, latency_count: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    raws = generate(count)
+    state = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
+    async with running_pymap(USER, PASSWORD) as imap, running_smtp_sink() as sink:
+        imap_url = f"imap+plain://{USER}@{imap.host}:{imap.port}/INBOX"
+        settings = load_settings(
+            {"MAILBOT_STATE_DIR": str(state), "MAILBOT_IMAP_PASSWORD": PASSWORD,
+             "MAILBOT_TEMPLATES": str(REPO / "templates"), "MAILBOT_IDLE_SECONDS": "600"},
+            imap_url=imap_url,
+            smtp_url=f"smtp+plain://{sink.host}:{sink.port}",
+            rules=str(REPO / "rules.yaml"),
+        )
+        assert settings.imap is not None
+        policy = load_policy(settings.rules_path, settings.templates_dir)
+        t0 = time.perf_counter()
+        await append_all(settings.imap, raws)
+        append_rate = count / (time.perf_counter() - t0)
+        floor_rate = await floor(settings.imap, settings.batch)
+
+        await open_database(sqlite_url(state / "mailbot.sqlite3"))
+        try:
+            daemon = Daemon(settings, policy)
+            start = time.perf_counter()
+            await daemon.poller.run_once()
+            ingest_s = time.perf_counter() - start
+            sent = 0
+            while batch := await daemon.sender.run_once():
+                sent += batch
+            total_s = time.perf_counter() - start
+            stats = dict(daemon.poller.stats)
+            latencies = await measure_latency(imap, sink, settings, policy, latency_count)
+        finally:
+            await close_database()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ingest_rate = count / ingest_s
+    print(f"messages:            {count} ({', '.join(f'{k.value} {v}' for k, v in stats.items())})")
+    print(f"APPEND rate:         {append_rate:8.1f} msg/s (setup, not a figure)")
+    print(f"floor (fetch+parse): {floor_rate:8.1f} msg/s")
+    print(f"mailbot ingest:      {ingest_rate:8.1f} msg/s  = {ingest_rate / floor_rate:.2f} x floor")
+    print(f"mailbot incl. SMTP:  {count / total_s:8.1f} msg/s  ({sent} answers sent)")
+    if latencies:
+        print(
+            f"APPEND->ack latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.0f} ms over {len(latencies)} messages (IDLE)"
+        )
+    print(f"peak RSS:            {rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=1000, help="messages to ingest")
+    parser.add_argument("--latency", type=int, default=200, help="messages for the latency run")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.latency))
+    sys.exit(0)
