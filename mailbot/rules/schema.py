@@ -1,0 +1,436 @@
+"""The shape of ``rules.yaml``, version 1: the operator's support policy.
+
+Every model is frozen and forbids unknown keys, so a typo is an error with a file, line and
+field path (see ``mailbot.rules.loader``) instead of a silently ignored setting. The shape
+is a first cut of a policy language that will grow (calendars, severities, agents, ...):
+new sections are new optional keys, so a version-1 file stays valid.
+
+Cross-field checks (a customer's plan exists, languages are known and declared, no rule is
+listed twice) live in :func:`reference_problems`. It works on the raw, parsed YAML so that
+the loader can report them together with shape errors, and :class:`Rules` runs it again on
+itself so that rules built in Python are checked the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from datetime import time
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from mailbot.domain import ReplyKind
+from mailbot.rules.language import SUPPORTED
+
+#: Language codes rules.yaml may use: those the detector, promises and dates know.
+KNOWN_LANGUAGES: tuple[str, ...] = SUPPORTED
+
+#: Error type of the cross-field problems, so the loader can tell them apart.
+REFERENCE_ERROR = "rules_reference"
+
+Loc = tuple[str | int, ...]
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+_PREFIX = re.compile(r"^(?:[A-Z][A-Z0-9]{0,15})?$")
+_OFFICE_HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def did_you_mean(word: object, options: Iterable[object]) -> str:
+    """`` — did you mean 'x'?`` for the closest option, or ``""`` when none is close."""
+    names = [str(option) for option in options]
+    text = str(word)
+    cutoff = 0.6
+    if len(text) <= 3:
+        # Short codes ('sw' for 'sv'): a looser match, but only with the same first letter.
+        names = [name for name in names if name[:1] == text[:1]]
+        cutoff = 0.5
+    close = difflib.get_close_matches(text, names, n=1, cutoff=cutoff)
+    return f" — did you mean {close[0]!r}?" if close else ""
+
+
+def _check_domain(value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if not _DOMAIN.match(domain):
+        raise ValueError(f"{value!r} is not a valid domain name")
+    return domain
+
+
+def _check_address(value: str) -> str:
+    """A plain ``local@domain`` address; the local part keeps its case, the domain is lowered."""
+    local, at, domain = value.strip().rpartition("@")
+    if not at or not _LOCAL.match(local) or local.startswith(".") or ".." in local:
+        raise ValueError(f"{value!r} is not a valid e-mail address")
+    return f"{local}@{_check_domain(domain)}"
+
+
+def _check_language(value: str) -> str:
+    if value not in KNOWN_LANGUAGES:
+        raise ValueError(
+            f"unknown language {value!r}{did_you_mean(value, KNOWN_LANGUAGES)}"
+            f" (known: {', '.join(KNOWN_LANGUAGES)})"
+        )
+    return value
+
+
+EmailAddress = Annotated[str, Field(min_length=3, max_length=254)]
+Language = Annotated[str, Field(min_length=2, max_length=8)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Identity(_Model):
+    """Who we are: the support address, its display name and everything else that is ours."""
+
+    address: EmailAddress
+    name: str = Field(min_length=1)
+    domains: tuple[str, ...] = ()
+    ticket_prefix: str = ""
+    extra_addresses: tuple[EmailAddress, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_domains(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "domains" not in data:
+            address = data.get("address")
+            if isinstance(address, str) and "@" in address:
+                return {**data, "domains": [address.rpartition("@")[2]]}
+        return data
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("extra_addresses")
+    @classmethod
+    def _extra(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_address(item) for item in value)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one domain is needed")
+        return tuple(dict.fromkeys(_check_domain(item) for item in value))
+
+    @field_validator("ticket_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError(
+                "ticket_prefix must be empty or 1-16 upper-case letters and digits "
+                f"starting with a letter, e.g. 'ASHOP' (got {value!r})"
+            )
+        return value
+
+    @property
+    def addresses(self) -> frozenset[str]:
+        """Every address of ours, lower-cased: never auto-answer these."""
+        return frozenset(a.lower() for a in (self.address, *self.extra_addresses))
+
+    def token(self, number: int) -> str:
+        """The ticket token put in subjects: ``[#1042]`` or ``[ASHOP#1042]``."""
+        return f"[{self.ticket_prefix}#{number}]"
+
+
+class OfficeHours(_Model):
+    """Opening and closing time of a working day, local to the rules' timezone.
+
+    Written in rules.yaml as one string, ``"08:00-17:00"`` (quote it: YAML would otherwise
+    read ``17:00`` as a base-60 number in some loaders).
+    """
+
+    opens: time
+    closes: time
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        match = _OFFICE_HOURS.match(data)
+        if not match:
+            raise ValueError(f"office hours must look like '08:00-17:00' (got {data!r})")
+        oh, om, ch, cm = (int(group) for group in match.groups())
+        if oh > 23 or ch > 23 or om > 59 or cm > 59:
+            raise ValueError(f"{data!r} is not a valid time range")
+        return {"opens": time(oh, om), "closes": time(ch, cm)}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.opens >= self.closes:
+            raise ValueError("office hours must open before they close")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.opens:%H:%M}-{self.closes:%H:%M}"
+
+
+ResponseKind = Literal["hours", "working_hours", "working_days"]
+
+
+class FirstResponse(_Model):
+    """Exactly one of: ``hours`` (around the clock), ``working_hours`` or ``working_days``."""
+
+    hours: int | None = Field(default=None, gt=0, le=24 * 365)
+    working_hours: int | None = Field(default=None, gt=0, le=24 * 365)
+    working_days: int | None = Field(default=None, gt=0, le=365)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [name for name in ("hours", "working_hours", "working_days") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of hours, working_hours or working_days"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> ResponseKind:
+        if self.hours is not None:
+            return "hours"
+        if self.working_hours is not None:
+            return "working_hours"
+        return "working_days"
+
+    @property
+    def amount(self) -> int:
+        value = self.hours or self.working_hours or self.working_days
+        assert value is not None  # guaranteed by _exactly_one
+        return value
+
+
+class Plan(_Model):
+    """What a customer bought: a response target, a priority and how how-tos are answered."""
+
+    name: str = Field(min_length=1)
+    priority: int = 0
+    first_response: FirstResponse
+    howto: Literal["wiki", "acknowledge"] = "acknowledge"
+    promise: dict[Language, str] = Field(default_factory=dict)
+
+
+class Customer(_Model):
+    """A sender mapped to a plan: ``a@b.se`` (address), ``@b.se`` (domain), ``*.b.se``."""
+
+    match: str
+    plan: str
+    name: str | None = None
+    language: Language | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        text = value.strip()
+        if text.startswith("*."):
+            return "*." + _check_domain(text[2:])
+        if text.startswith("@"):
+            return "@" + _check_domain(text[1:])
+        if "@" in text:
+            return _check_address(text).lower()
+        raise ValueError(
+            f"{value!r} is neither an address ('a@b.se'), a domain ('@b.se') "
+            "nor subdomains ('*.b.se')"
+        )
+
+    @property
+    def kind(self) -> Literal["address", "domain", "subdomains"]:
+        if self.match.startswith("*."):
+            return "subdomains"
+        if self.match.startswith("@"):
+            return "domain"
+        return "address"
+
+
+class WikiArticle(_Model):
+    """A documentation page the bot may point a how-to question to."""
+
+    title: str = Field(min_length=1)
+    url: str
+    language: Language
+    keywords: tuple[Annotated[str, Field(min_length=2)], ...] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class Templates(_Model):
+    """Which template each kind of automatic answer uses (one key per ``ReplyKind``)."""
+
+    ack: TemplateName = "ack"
+    wiki: TemplateName = "wiki"
+
+    def __getitem__(self, kind: ReplyKind | str) -> str:
+        name: str = getattr(self, ReplyKind(kind).value)
+        return name
+
+    def names(self) -> tuple[str, ...]:
+        """Every template base name in use, for start-up validation."""
+        return tuple(dict.fromkeys(self[kind] for kind in ReplyKind))
+
+
+class Rules(_Model):
+    """The whole policy file."""
+
+    version: Literal[1]
+    identity: Identity
+    timezone: str
+    default_language: Language = "en"
+    languages: tuple[Language, ...] = ("en", "sv", "it")
+    office_hours: OfficeHours = OfficeHours(opens=time(8), closes=time(17))
+    plans: dict[str, Plan] = Field(min_length=1)
+    default_plan: str
+    customers: tuple[Customer, ...] = ()
+    wiki: tuple[WikiArticle, ...] = ()
+    wiki_min_score: float = Field(default=0.5, gt=0.0, le=1.0)
+    templates: Templates = Templates()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            hint = did_you_mean(value, sorted(available_timezones()))
+            raise ValueError(f"unknown timezone {value!r}{hint}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        problems = reference_problems(self.model_dump(mode="python"))
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Rules",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(REFERENCE_ERROR, "{message}", {"message": msg}),
+                        loc=loc,
+                        input=None,
+                    )
+                    for loc, msg in problems
+                ],
+            )
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def plan(self, plan_id: str) -> Plan:
+        return self.plans[plan_id]
+
+    def template(self, kind: ReplyKind) -> str:
+        return self.templates[kind]
+
+
+# -- cross-field checks on raw data ------------------------------------------------------
+
+
+def _items(value: object) -> list[tuple[int, Mapping[str, Any]]]:
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)]
+
+
+def _language_problems(
+    loc: Loc, value: object, declared: list[str], what: str
+) -> list[tuple[Loc, str]]:
+    if not isinstance(value, str) or value in declared:
+        return []
+    if value not in KNOWN_LANGUAGES:
+        return [(loc, f"unknown language {value!r}{did_you_mean(value, KNOWN_LANGUAGES)}")]
+    return [(loc, f"{what} {value!r} is not in languages ({', '.join(declared)})")]
+
+
+def reference_problems(data: object) -> list[tuple[Loc, str]]:
+    """Cross-field problems of a rules document, as (field path, message) pairs.
+
+    Tolerant of any shape: parts that are malformed are skipped here (the schema reports
+    them), so this can run on raw YAML data next to shape validation.
+    """
+    if not isinstance(data, Mapping):
+        return []
+    problems: list[tuple[Loc, str]] = []
+
+    raw_languages = data.get("languages", ("en", "sv", "it"))
+    declared: list[str] = []
+    if isinstance(raw_languages, (list, tuple)):
+        for i, lang in enumerate(raw_languages):
+            if not isinstance(lang, str):
+                continue
+            if lang not in KNOWN_LANGUAGES:
+                hint = did_you_mean(lang, KNOWN_LANGUAGES)
+                problems.append(
+                    (
+                        ("languages", i),
+                        f"unknown language {lang!r}{hint} (known: {', '.join(KNOWN_LANGUAGES)})",
+                    )
+                )
+            elif lang in declared:
+                problems.append((("languages", i), f"language {lang!r} is listed twice"))
+            else:
+                declared.append(lang)
+    problems += _language_problems(
+        ("default_language",), data.get("default_language", "en"), declared, "default_language"
+    )
+
+    plans = data.get("plans")
+    plan_ids = [str(k) for k in plans] if isinstance(plans, Mapping) else None
+    if isinstance(plans, Mapping):
+        for plan_id, plan in plans.items():
+            promise = plan.get("promise") if isinstance(plan, Mapping) else None
+            if isinstance(promise, Mapping):
+                for lang in promise:
+                    problems += _language_problems(
+                        ("plans", plan_id, "promise", lang), lang, declared, "promise language"
+                    )
+
+    def check_plan(loc: Loc, value: object) -> None:
+        if plan_ids is None or not isinstance(value, str) or value in plan_ids:
+            return
+        problems.append((loc, f"unknown plan {value!r}{did_you_mean(value, plan_ids)}"))
+
+    check_plan(("default_plan",), data.get("default_plan"))
+
+    seen: dict[str, int] = {}
+    for i, customer in _items(data.get("customers")):
+        check_plan(("customers", i, "plan"), customer.get("plan"))
+        problems += _language_problems(
+            ("customers", i, "language"), customer.get("language"), declared, "language"
+        )
+        match = customer.get("match")
+        if isinstance(match, str):
+            key = match.strip().lower()
+            if key in seen:
+                where: Loc = ("customers", i, "match")
+                problems.append((where, f"{match!r} is already matched by customers[{seen[key]}]"))
+            else:
+                seen[key] = i
+
+    for i, article in _items(data.get("wiki")):
+        problems += _language_problems(
+            ("wiki", i, "language"), article.get("language"), declared, "language"
+        )
+    return problems
