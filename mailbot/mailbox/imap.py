@@ -1,0 +1,789 @@
+"""A small typed async IMAP client: the only place mailbot talks IMAP (built on aioimaplib).
+
+:class:`ImapSession` connects, upgrades to TLS as the :class:`~mailbot.endpoints.Endpoint`
+demands, logs in, selects the mailbox and offers the handful of UID commands the poller needs.
+
+Failure policy
+    Every network await is bounded by ``timeout``. A timeout, a cut connection or an
+    unexpected protocol state raises :class:`~mailbot.errors.ImapTransientError` and leaves the
+    session *broken* (later calls fail at once; the caller reconnects). Refusals a retry will
+    not cure (LOGIN ``NO``, a missing mailbox, STARTTLS not offered, an untrusted certificate)
+    raise :class:`~mailbot.errors.ImapPermanentError`.
+
+TLS
+    ``imaps`` is implicit TLS. ``imap`` is STARTTLS and *required*: when the server does not
+    offer it, :class:`StartTlsUnavailableError` is raised (both an ``ImapPermanentError`` and a
+    ``TlsRequiredError``); there is no fallback to plain text. aioimaplib 2.0 knows the
+    STARTTLS command name but has no method for it, so :meth:`ImapSession._starttls` sends it
+    and upgrades the live transport with :meth:`asyncio.loop.start_tls`, then asks for the
+    capabilities again (anything the server said before TLS is forgotten).
+
+New mail
+    Untagged ``* n EXISTS`` responses are watched on every command (aioimaplib drops the ones
+    that arrive during other commands); when the message count grows, the next
+    :meth:`ImapSession.wait_for_news` returns ``True`` straight away. Otherwise it IDLEs (or
+    polls with NOOP when the server has no IDLE) until news or the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aioimaplib
+
+from mailbot.endpoints import Endpoint, Security
+from mailbot.errors import ImapPermanentError, ImapTransientError, TlsRequiredError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_POLL_INTERVAL = 5.0
+_LOGOUT_TIMEOUT = 5.0
+_MAX_UID_SET_LEN = 4000  # characters per UID set: far below any server's command-line limit
+
+_SIZE_RE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
+_EXISTS_RE = re.compile(rb"^(\d+) EXISTS\b", re.IGNORECASE)
+_UNTAGGED_COUNT_RE = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE)\b", re.IGNORECASE)
+_FETCH_START_RE = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
+_TOKEN_RE = re.compile(
+    rb"""\s*(?:
+        (?P<open>\() | (?P<close>\)) |
+        "(?P<quoted>(?:[^"\\]|\\.)*)" |
+        (?P<literal>~?\{\d+\+?\})\s*$ |
+        (?P<atom>[^\s()"{\[]+(?:\[[^\]]*\][^\s()"{]*)?)
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+class StartTlsUnavailableError(ImapPermanentError, TlsRequiredError):
+    """An ``imap://`` endpoint demands STARTTLS and the server does not offer or accept it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMessage:
+    """One message as fetched with ``BODY.PEEK[]``: the exact bytes the server holds."""
+
+    uid: int
+    size: int
+    raw: bytes
+    flags: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Compress UIDs into an IMAP sequence set: ``[1, 2, 3, 7]`` -> ``"1:3,7"``."""
+    ordered = sorted(set(uids))
+    if not ordered:
+        raise ValueError("empty UID set")
+    ranges: list[str] = []
+    start = prev = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == prev + 1:
+            prev = uid
+            continue
+        ranges.append(str(start) if start == prev else f"{start}:{prev}")
+        if uid is not None:
+            start = prev = uid
+    return ",".join(ranges)
+
+
+def uid_sets(uids: Iterable[int], max_len: int = _MAX_UID_SET_LEN) -> list[str]:
+    """Like :func:`uid_set`, split into several sets when one would get too long."""
+    parts = uid_set(uids).split(",") if uids else []
+    out: list[str] = []
+    current: list[str] = []
+    length = 0
+    for part in parts:
+        if current and length + len(part) + 1 > max_len:
+            out.append(",".join(current))
+            current, length = [], 0
+        current.append(part)
+        length += len(part) + 1
+    if current:
+        out.append(",".join(current))
+    return out
+
+
+def encode_mailbox(name: str) -> str:
+    """A mailbox name as a quoted IMAP string in modified UTF-7 (RFC 3501 section 5.1.3)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            b64 = base64.b64encode("".join(pending).encode("utf-16-be")).decode("ascii")
+            out.append("&" + b64.rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    encoded = "".join(out).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{encoded}"'
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text(response: Any) -> str:
+    """The human-readable text of the tagged completion (the last response line)."""
+    lines = getattr(response, "lines", None) or [b""]
+    last = lines[-1]
+    return bytes(last).decode("utf-8", "replace").strip()
+
+
+def _is_ok(response: Any) -> bool:
+    return getattr(response, "result", None) == "OK"
+
+
+def _data_lines(response: Any) -> list[bytes | bytearray]:
+    """Untagged lines and literals of a response, without the tagged completion text."""
+    lines: list[bytes | bytearray] = list(getattr(response, "lines", []) or [])
+    return lines[:-1]
+
+
+def _parse_search(response: Any, minimum: int = 1) -> list[int]:
+    uids: set[int] = set()
+    for line in _data_lines(response):
+        if isinstance(line, bytearray):
+            continue
+        tokens = line.split()
+        if tokens and all(token.isdigit() for token in tokens):
+            uids.update(int(token) for token in tokens)
+    return sorted(uid for uid in uids if uid >= minimum)
+
+
+# A FETCH response item: an atom (str), a string (bytes) or a parenthesised list.
+_Item = str | bytes | list["_Item"]
+
+
+def _tokenize(chunks: Sequence[bytes | bytearray]) -> list[_Item]:
+    """Turn the text lines and literals of one FETCH response into nested items."""
+    stack: list[list[_Item]] = [[]]
+    for chunk in chunks:
+        if isinstance(chunk, bytearray):  # literal data, already cut to size by aioimaplib
+            stack[-1].append(bytes(chunk))
+            continue
+        for match in _TOKEN_RE.finditer(chunk):
+            if match.group("open"):
+                stack.append([])
+            elif match.group("close"):
+                if len(stack) > 1:
+                    inner = stack.pop()
+                    stack[-1].append(inner)
+            elif match.group("quoted") is not None:
+                quoted = re.sub(rb"\\(.)", rb"\1", match.group("quoted"))
+                stack[-1].append(quoted)
+            elif match.group("atom"):
+                stack[-1].append(match.group("atom").decode("utf-8", "replace"))
+            # a literal marker: the literal itself is the next chunk
+    while len(stack) > 1:  # tolerate a truncated response
+        inner = stack.pop()
+        stack[-1].append(inner)
+    return stack[0]
+
+
+def _fetch_records(response: Any) -> list[dict[str, _Item]]:
+    """Every ``n FETCH (...)`` in a response as a dict of upper-cased attribute names."""
+    groups: list[list[bytes | bytearray]] = []
+    for line in _data_lines(response):
+        if isinstance(line, bytes) and _FETCH_START_RE.match(line):
+            groups.append([])
+        if groups:
+            groups[-1].append(line)
+    records: list[dict[str, _Item]] = []
+    for group in groups:
+        items = _tokenize(group)
+        attrs = next((item for item in items if isinstance(item, list)), [])
+        record: dict[str, _Item] = {}
+        for i in range(0, len(attrs) - 1, 2):
+            key = attrs[i]
+            if isinstance(key, str):
+                record[key.upper()] = attrs[i + 1]
+        records.append(record)
+    return records
+
+
+def _as_int(item: _Item | None) -> int | None:
+    if isinstance(item, str) and item.isdigit():
+        return int(item)
+    return None
+
+
+def _as_bytes(item: _Item | None) -> bytes | None:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str) and item.upper() == "NIL":
+        return b""
+    return None
+
+
+def _client_ssl_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
+    """Retrieve a finished task's exception so asyncio does not log it as unhandled."""
+    if not task.cancelled():
+        task.exception()
+
+
+# --------------------------------------------------------------------------- aioimaplib glue
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, letting the session see every untagged response line."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn_lost_cb: Callable[[Exception | None], None],
+        observer: Callable[[bytes], None],
+    ) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self._observer = observer
+
+    def _untagged_response(self, line: bytes) -> Any:
+        self._observer(line)
+        return super()._untagged_response(line)
+
+
+class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
+    """aioimaplib's client building a :class:`_Protocol`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        conn_lost_cb: Callable[[Exception | None], None],
+        observer: Callable[[bytes], None],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self._observer = observer
+        super().__init__(
+            host=host,
+            port=port,
+            timeout=timeout,
+            conn_lost_cb=conn_lost_cb,
+            ssl_context=ssl_context,
+        )
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Callable[[Exception | None], None],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(local_loop, conn_lost_cb, self._observer)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class ImapSession:
+    """A logged-in IMAP connection with one mailbox selected. Create it with :meth:`open`."""
+
+    uidvalidity: int
+    uidnext: int | None
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float, use_idle: bool) -> None:
+        self.endpoint = endpoint
+        self.uidvalidity = 0
+        self.uidnext = None
+        self._timeout = timeout
+        self._use_idle = use_idle
+        self._where = f"{endpoint.host}:{endpoint.port}/{endpoint.mailbox}"
+        self._client: Any = None
+        self._lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self._broken: str | None = None
+        self._closed = False
+        self._exists = 0
+        self._news = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def open(
+        cls,
+        endpoint: Endpoint,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - per operation, for the session's life
+        ssl_context: ssl.SSLContext | None = None,
+        use_idle: bool = True,
+    ) -> ImapSession:
+        """Connect (TLS as the endpoint demands), log in and select ``endpoint.mailbox``.
+
+        ``use_idle=False`` makes :meth:`wait_for_news` poll with NOOP even when the server
+        offers IDLE.
+        """
+        if endpoint.protocol != "imap":
+            raise ImapPermanentError(f"{endpoint.redacted()} is not an IMAP endpoint")
+        session = cls(endpoint, timeout=timeout, use_idle=use_idle)
+        context = ssl_context or _client_ssl_context(endpoint.verify_tls)
+        try:
+            await session._connect(context)
+            await session._login()
+            await session._select()
+        except BaseException:
+            await session.close()
+            raise
+        log.info(
+            "IMAP %s logged in as %s (UIDVALIDITY %d, UIDNEXT %s, %s)",
+            session._where,
+            endpoint.user,
+            session.uidvalidity,
+            session.uidnext,
+            "IDLE" if session.has_idle else "polling",
+        )
+        return session
+
+    async def _connect(self, context: ssl.SSLContext) -> None:
+        endpoint = self.endpoint
+        self._client = _Client(
+            endpoint.host,
+            endpoint.port,
+            timeout=self._timeout,
+            conn_lost_cb=self._on_connection_lost,
+            observer=self._observe,
+            ssl_context=context if endpoint.security is Security.TLS else None,
+        )
+        await self._run("connect", self._client.wait_hello_from_server())
+        if endpoint.security is Security.STARTTLS:
+            await self._starttls(context)
+
+    async def _starttls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS, required: never continue in plain text when it is missing or refused."""
+        protocol = self._client.protocol
+        if "STARTTLS" not in self.capabilities:
+            raise StartTlsUnavailableError(
+                f"IMAP {self._where}: the server does not offer STARTTLS and imap:// requires "
+                "it; use imaps:// or, on loopback only, imap+plain://"
+            )
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await self._run("STARTTLS", protocol.execute(command))
+        if not _is_ok(response):
+            raise StartTlsUnavailableError(
+                f"IMAP {self._where}: STARTTLS refused: {_text(response)}"
+            )
+        loop = asyncio.get_running_loop()
+        transport = await self._run(
+            "TLS handshake",
+            loop.start_tls(
+                protocol.transport,
+                protocol,
+                context,
+                server_hostname=self.endpoint.host,
+                ssl_handshake_timeout=self._timeout,
+            ),
+        )
+        protocol.transport = transport
+        await self._run("CAPABILITY", protocol.capability())
+        log.debug("IMAP %s: STARTTLS done", self._where)
+
+    async def _login(self) -> None:
+        endpoint = self.endpoint
+        if not endpoint.user or endpoint.password is None:
+            raise ImapPermanentError(f"IMAP {self._where}: no user or password configured")
+        if "LOGINDISABLED" in self.capabilities:
+            raise ImapPermanentError(
+                f"IMAP {self._where}: the server refuses LOGIN on this connection (LOGINDISABLED)"
+            )
+        response = await self._run(
+            "LOGIN", self._client.login(_quote(endpoint.user), endpoint.password)
+        )
+        if not _is_ok(response):
+            raise ImapPermanentError(
+                f"IMAP {self._where}: login as {endpoint.user!r} refused: {_text(response)}"
+            )
+        # The capabilities change after login (MOVE, UIDPLUS, IDLE are often announced now).
+        await self._run("CAPABILITY", self._client.protocol.capability())
+
+    async def _select(self) -> None:
+        mailbox = self.endpoint.mailbox
+        response = await self._run("SELECT", self._client.select(encode_mailbox(mailbox)))
+        if not _is_ok(response):
+            raise ImapPermanentError(
+                f"IMAP {self._where}: cannot select mailbox {mailbox!r}: {_text(response)}"
+            )
+        values: dict[bytes, int] = {}
+        for line in _data_lines(response):
+            if isinstance(line, bytearray):
+                continue
+            for name, number in _SIZE_RE.findall(line):
+                values[name.upper()] = int(number)
+            exists = _EXISTS_RE.match(line)
+            if exists:
+                self._exists = int(exists.group(1))
+        if b"UIDVALIDITY" not in values:
+            raise ImapPermanentError(f"IMAP {self._where}: SELECT gave no UIDVALIDITY")
+        self.uidvalidity = values[b"UIDVALIDITY"]
+        self.uidnext = values.get(b"UIDNEXT")
+        self._news = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The server's current capabilities, upper-cased."""
+        if self._client is None:
+            return frozenset()
+        return frozenset(str(cap).upper() for cap in self._client.protocol.capabilities)
+
+    @property
+    def has_idle(self) -> bool:
+        """True when :meth:`wait_for_news` uses IDLE (the server has it and it is not off)."""
+        return self._use_idle and "IDLE" in self.capabilities
+
+    @property
+    def broken(self) -> bool:
+        """True once a timeout or a lost connection made this session unusable."""
+        return self._broken is not None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _on_connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(exc)
+        if not self._closed:
+            log.warning("IMAP %s: connection lost (%s)", self._where, exc or "closed by server")
+
+    def _observe(self, line: bytes) -> None:
+        """See every untagged line: a growing EXISTS count means new mail."""
+        match = _UNTAGGED_COUNT_RE.match(line)
+        if match is None:
+            return
+        number, kind = int(match.group(1)), match.group(2).upper()
+        if kind == b"EXPUNGE":
+            self._exists = max(0, self._exists - 1)
+            return
+        if number > self._exists:
+            self._news = True
+        self._exists = number
+
+    def _fail(self, reason: str) -> ImapTransientError:
+        self._broken = self._broken or reason
+        return ImapTransientError(f"IMAP {self._where}: {reason}")
+
+    async def _run(self, what: str, aw: Awaitable[T], *, limit: float | None = None) -> T:
+        """Await one network operation, bounded in time and raced against a lost connection."""
+        if self._broken is not None:
+            raise ImapTransientError(f"IMAP {self._where}: session unusable ({self._broken})")
+        task: asyncio.Future[T] = asyncio.ensure_future(aw)
+        task.add_done_callback(_consume_result)
+        limit = self._timeout if limit is None else limit
+        try:
+            waiters: set[asyncio.Future[Any]] = {task, self._lost}
+            async with asyncio.timeout(limit):
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            task.cancel()
+            raise self._fail(f"{what} timed out after {limit:g} s") from None
+        except asyncio.CancelledError:
+            task.cancel()
+            self._broken = self._broken or f"{what} cancelled"
+            raise
+        if not task.done():
+            task.cancel()
+            raise self._fail(f"connection lost during {what}")
+        try:
+            return task.result()
+        except ssl.SSLCertVerificationError as exc:
+            self._broken = "TLS certificate rejected"
+            raise ImapPermanentError(
+                f"IMAP {self._where}: TLS certificate verification failed: {exc}"
+            ) from exc
+        except (aioimaplib.AioImapException, OSError, EOFError, TimeoutError) as exc:
+            raise self._fail(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _command(self, what: str, aw: Awaitable[Any], *, limit: float | None = None) -> Any:
+        """:meth:`_run` that also wants a tagged OK (NO/BAD -> ImapTransientError)."""
+        response = await self._run(what, aw, limit=limit)
+        if not _is_ok(response):
+            raise ImapTransientError(f"IMAP {self._where}: {what} failed: {_text(response)}")
+        return response
+
+    # ------------------------------------------------------------------ reading
+
+    async def search(self, criteria: str) -> list[int]:
+        """``UID SEARCH <criteria>`` (criteria in IMAP syntax, ASCII): matching UIDs, sorted."""
+        response = await self._command(
+            "UID SEARCH", self._client.uid_search(criteria, charset=None)
+        )
+        return _parse_search(response)
+
+    async def search_uids(self, start_uid: int) -> list[int]:
+        """UIDs >= ``start_uid``, sorted (``N:*`` also yields the last UID when it is < N)."""
+        start = max(1, start_uid)
+        response = await self._command(
+            "UID SEARCH", self._client.uid_search(f"UID {start}:*", charset=None)
+        )
+        return _parse_search(response, minimum=start)
+
+    async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """``RFC822.SIZE`` per UID; UIDs that no longer exist are absent."""
+        sizes: dict[int, int] = {}
+        for part in uid_sets(uids):
+            response = await self._command(
+                "UID FETCH (RFC822.SIZE)", self._client.uid("fetch", part, "(UID RFC822.SIZE)")
+            )
+            for record in _fetch_records(response):
+                uid, size = _as_int(record.get("UID")), _as_int(record.get("RFC822.SIZE"))
+                if uid is not None and size is not None:
+                    sizes[uid] = size
+        return sizes
+
+    async def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """The full raw messages, sorted by UID. Uses ``BODY.PEEK[]``: never sets ``\\Seen``.
+
+        Bounded by the client's inactivity timeout per response chunk and overall by
+        ``timeout`` per requested message.
+        """
+        messages: dict[int, FetchedMessage] = {}
+        for part in uid_sets(uids):
+            response = await self._command(
+                "UID FETCH BODY.PEEK[]",
+                self._client.uid("fetch", part, "(UID FLAGS RFC822.SIZE BODY.PEEK[])"),
+                limit=self._timeout * max(1, len(uids)),
+            )
+            for record in _fetch_records(response):
+                message = self._to_message(record)
+                if message is not None:
+                    messages[message.uid] = message
+        log.debug("IMAP %s: fetched %d of %d messages", self._where, len(messages), len(uids))
+        return [messages[uid] for uid in sorted(messages)]
+
+    def _to_message(self, record: dict[str, _Item]) -> FetchedMessage | None:
+        uid = _as_int(record.get("UID"))
+        raw = _as_bytes(record.get("BODY[]"))
+        if uid is None or raw is None:  # e.g. an unsolicited FLAGS update
+            return None
+        flags_item = record.get("FLAGS")
+        flags = (
+            tuple(f for f in flags_item if isinstance(f, str))
+            if isinstance(flags_item, list)
+            else ()
+        )
+        size = _as_int(record.get("RFC822.SIZE"))
+        return FetchedMessage(
+            uid=uid, size=len(raw) if size is None else size, raw=raw, flags=flags
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    async def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        """``UID STORE <set> +FLAGS.SILENT (<flags>)`` with compressed UID ranges."""
+        if not uids or not flags:
+            return
+        for part in uid_sets(uids):
+            await self._command(
+                "UID STORE",
+                self._client.uid("store", part, "+FLAGS.SILENT", "(" + " ".join(flags) + ")"),
+            )
+        log.debug("IMAP %s: flagged %d messages %s", self._where, len(uids), " ".join(flags))
+
+    async def move(self, uids: Sequence[int], folder: str, *, create: bool = True) -> None:
+        """Move messages to ``folder`` (``UID MOVE``, else COPY + ``\\Deleted`` + EXPUNGE).
+
+        With ``create`` the folder is created when the first attempt fails and tried again.
+        """
+        if not uids:
+            return
+        for part in uid_sets(uids):
+            response = await self._move_once(part, folder)
+            if not _is_ok(response) and create:
+                await self.create_folder(folder)
+                response = await self._move_once(part, folder)
+            if not _is_ok(response):
+                raise ImapTransientError(
+                    f"IMAP {self._where}: moving to {folder!r} failed: {_text(response)}"
+                )
+            if "MOVE" not in self.capabilities:
+                await self._expunge_moved(part)
+        log.debug("IMAP %s: moved %d messages to %s", self._where, len(uids), folder)
+
+    async def _move_once(self, part: str, folder: str) -> Any:
+        verb = "move" if "MOVE" in self.capabilities else "copy"
+        return await self._run(
+            f"UID {verb.upper()}", self._client.uid(verb, part, encode_mailbox(folder))
+        )
+
+    async def _expunge_moved(self, part: str) -> None:
+        await self._command(
+            "UID STORE", self._client.uid("store", part, "+FLAGS.SILENT", r"(\Deleted)")
+        )
+        if "UIDPLUS" in self.capabilities:
+            await self._command("UID EXPUNGE", self._client.uid("expunge", part))
+        else:
+            log.warning(
+                "IMAP %s: no MOVE and no UIDPLUS: plain EXPUNGE also removes other \\Deleted mail",
+                self._where,
+            )
+            await self._command("EXPUNGE", self._client.expunge())
+
+    async def create_folder(self, folder: str) -> None:
+        """``CREATE folder``; a folder that already exists is fine."""
+        response = await self._run("CREATE", self._client.create(encode_mailbox(folder)))
+        if _is_ok(response):
+            log.info("IMAP %s: created folder %s", self._where, folder)
+        else:
+            log.debug("IMAP %s: CREATE %s: %s", self._where, folder, _text(response))
+
+    async def append(self, raw: bytes, folder: str | None = None, flags: str | None = None) -> None:
+        """``APPEND`` a message (to the selected mailbox by default); ``flags`` like ``\\Seen``."""
+        target = folder or self.endpoint.mailbox
+        response = await self._run(
+            "APPEND", self._client.append(raw, mailbox=encode_mailbox(target), flags=flags)
+        )
+        if not _is_ok(response):
+            error = (
+                ImapPermanentError if "TRYCREATE" in _text(response).upper() else ImapTransientError
+            )
+            raise error(f"IMAP {self._where}: APPEND to {target!r} failed: {_text(response)}")
+
+    # ------------------------------------------------------------------ waiting
+
+    async def noop(self) -> None:
+        """``NOOP``: keeps the connection alive and lets the server report changes."""
+        await self._command("NOOP", self._client.noop())
+
+    async def wait_for_news(
+        self,
+        timeout: float,  # noqa: ASYNC109 - the wait itself: IDLE ends when it runs out
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> bool:
+        """Wait up to ``timeout`` seconds for new mail; True when the message count grew.
+
+        IDLE when :attr:`has_idle`, else NOOP every ``poll_interval`` seconds. Keep ``timeout``
+        well below 29 minutes (servers drop IDLE after 30). A dead or half-open connection shows
+        up as an :class:`ImapTransientError` (the IDLE end or the NOOP is not answered in time).
+        """
+        if not self._news:
+            if self.has_idle:
+                await self._idle(timeout)
+            else:
+                await self._poll(timeout, poll_interval)
+        news, self._news = self._news, False
+        return news
+
+    async def _poll(self, seconds: float, poll_interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            await self.noop()
+            remaining = deadline - loop.time()
+            if self._news or remaining <= 0:
+                return
+            # Sleep, but wake up at once when the connection drops (the next NOOP raises).
+            await asyncio.wait({self._lost}, timeout=min(poll_interval, remaining))
+
+    async def _idle(self, seconds: float) -> None:
+        client = self._client
+        queue: asyncio.Queue[Any] = client.protocol.idle_queue
+        while not queue.empty():  # leftovers of an earlier IDLE
+            queue.get_nowait()
+        idle_task = await self._run("IDLE", client.idle_start(timeout=seconds))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            while not self._news and loop.time() < deadline:
+                push = await self._next_push(queue, deadline - loop.time())
+                if push is None or push == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+        except BaseException:
+            self._broken = self._broken or "IDLE interrupted"
+            raise
+        if self._lost.done():
+            raise self._fail("connection lost during IDLE")
+        client.idle_done()
+        response = await self._run("IDLE end (DONE)", idle_task)
+        if not _is_ok(response):
+            raise self._fail(f"IDLE ended with {response.result}: {_text(response)}")
+
+    async def _next_push(self, queue: asyncio.Queue[Any], remaining: float) -> Any:
+        """The next batch of lines pushed during IDLE, or None when ``remaining`` ran out."""
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, self._lost},
+                timeout=max(0.0, remaining),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        if self._lost.done():
+            raise self._fail("connection lost during IDLE")
+        return None
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """LOGOUT (briefly, unless the session is broken) and close the connection."""
+        if self._closed:
+            return
+        self._closed = True  # from here on a lost connection is expected, not news
+        usable = self._broken is None and not self._lost.done() and self._client is not None
+        if usable and self._client.protocol.state in ("AUTH", "SELECTED", "NONAUTH"):
+            with contextlib.suppress(ImapTransientError, ImapPermanentError):
+                timeout = min(self._timeout, _LOGOUT_TIMEOUT)
+                await self._run("LOGOUT", self._client.logout(), limit=timeout)
+        if self._client is not None:
+            self._abandon_client(graceful=usable)
+        log.debug("IMAP %s: closed", self._where)
+
+    def _abandon_client(self, *, graceful: bool) -> None:
+        client = self._client
+        transport = client.protocol.transport
+        if transport is not None:
+            if graceful:
+                transport.close()
+            else:
+                transport.abort()
+        for task in [*client.tasks, *client.protocol.tasks, client._client_task]:
+            if not task.done():
+                task.cancel()
+
+    async def __aenter__(self) -> ImapSession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
