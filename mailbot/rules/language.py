@@ -132,7 +132,7 @@ def language_scores(text: str, candidates: Sequence[str]) -> dict[str, float]:
         for lang in known:
             if token in _WORDS[lang]:
                 scores[lang] += 1.0
-    lowered = sample.casefold()
+    lowered = sample.lower()  # not casefold(): it turns ß into ss
     bonus = dict.fromkeys(known, 0.0)
     for letter, hints in _LETTER_HINTS.items():
         count = lowered.count(letter)

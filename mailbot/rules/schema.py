@@ -425,7 +425,7 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
             key = match.strip().lower()
             if key in seen:
                 where: Loc = ("customers", i, "match")
-                problems.append((where, f"{match!r} is already matched by customers[{seen[key]}]"))
+                problems.append((where, f"{key!r} is already matched by customers[{seen[key]}]"))
             else:
                 seen[key] = i
 
