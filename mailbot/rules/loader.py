@@ -189,6 +189,23 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+# Pydantic's wording talks about Python types; operators write YAML.
+_PLAIN_MESSAGES = {
+    "dict_type": "expected a mapping (key: value lines)",
+    "model_type": "expected a mapping (key: value lines)",
+    "model_attributes_type": "expected a mapping (key: value lines)",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "string_type": "expected text",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+}
+
+
 def _describe(error: ErrorDetails) -> tuple[Loc, str, bool]:
     """(field path, message, whether the position is a key's) for one pydantic error."""
     loc: Loc = tuple(error["loc"])
@@ -204,6 +221,11 @@ def _describe(error: ErrorDetails) -> tuple[Loc, str, bool]:
         return loc[:-1], message, True
     if kind == "string_pattern_mismatch" and loc and loc[-2:-1] == ("templates",):
         message = "a template name is lower-case letters, digits, '-' or '_'"
+    if kind in _PLAIN_MESSAGES:
+        return loc, _PLAIN_MESSAGES[kind], False
+    if kind == "too_short":
+        least = (error.get("ctx") or {}).get("min_length", 1)
+        return loc, f"needs at least {least} item{'s' if least != 1 else ''}", False
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
         message += did_you_mean(error.get("input"), expected)

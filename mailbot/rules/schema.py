@@ -298,7 +298,7 @@ class Rules(_Model):
     identity: Identity
     timezone: str
     default_language: Language = "en"
-    languages: tuple[Language, ...] = ("en", "sv", "it")
+    languages: tuple[Language, ...] = Field(default=("en", "sv", "it"), min_length=1)
     office_hours: OfficeHours = OfficeHours(opens=time(8), closes=time(17))
     plans: dict[str, Plan] = Field(min_length=1)
     default_plan: str

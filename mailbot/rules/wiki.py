@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mailbot.domain import WikiHit
 from mailbot.rules.schema import Rules, WikiArticle
@@ -75,6 +76,11 @@ def words(text: str) -> list[str]:
     return [stem(word) for word in _WORD.findall(normalise(text))]
 
 
+@lru_cache(maxsize=4096)
+def _keyword_words(keyword: str) -> tuple[str, ...]:
+    return tuple(words(keyword))
+
+
 def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
     if not needle:
         return False
@@ -99,7 +105,7 @@ def score_article(article: WikiArticle, subject: Sequence[str], body: Sequence[s
     points = 0.0
     seen: set[tuple[str, ...]] = set()
     for keyword in article.keywords:
-        needle = tuple(words(keyword))
+        needle = _keyword_words(keyword)
         if not needle or needle in seen:
             continue
         seen.add(needle)

@@ -321,3 +321,19 @@ def test_validate_names_the_missing_template(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         renderer.validate(["ack"], ["en"])
     assert str(tmp_path / "en" / "ack.txt.j2") in str(info.value)
+
+
+def test_shape_errors_are_in_plain_words() -> None:
+    text = (
+        GOOD.replace("{working_hours: 8}", "{working_hours: eight}")
+        .replace("customers:\n", "customers: {a: b}\nwiki: []\nlanguages: []\n")
+        .replace('  - match: "@shop.se"\n    plan: pro\n', "")
+        .replace("  - match: anna@shop.se\n    plan: pro\n    name: Anna\n    language: sv\n", "")
+    )
+    assert problems(text) == [
+        "rules.yaml:1:1: default_language: default_language 'en' is not in languages ()",
+        f"rules.yaml:{where(text, 'eight')}: plans.pro.first_response.working_hours:"
+        " expected a whole number",
+        f"rules.yaml:{where(text, '{a: b}')}: customers: expected a list",
+        f"rules.yaml:{where(text, 'languages: []', 11)}: languages: needs at least 1 item",
+    ]
