@@ -39,8 +39,6 @@ class Policy:
 def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
     """Load rules.yaml and check that every template it can use exists in every language."""
     rules = load_rules(rules_path)
-    renderer = TemplateRenderer(templates_dir)
-    renderer.validate(
-        names=[rules.templates.ack, rules.templates.wiki], languages=list(rules.languages)
-    )
+    renderer = TemplateRenderer(templates_dir, default_language=rules.default_language)
+    renderer.validate(names=rules.templates.names(), languages=rules.languages)
     return Policy(rules=rules, renderer=renderer, source=rules_path)

@@ -50,8 +50,7 @@ def reference_chain(parent_id: str | None, parent_references: tuple[str, ...]) -
     chain = [ref for ref in parent_references if _ASCII_ID.match(ref)]
     if parent_id and _ASCII_ID.match(parent_id):
         chain.append(parent_id)
-    seen: set[str] = set()
-    unique = [ref for ref in chain if not (ref in seen or seen.add(ref))]
+    unique = list(dict.fromkeys(chain))
     if len(unique) > MAX_REFERENCES:
         unique = [unique[0], *unique[-(MAX_REFERENCES - 1) :]]
     return tuple(unique)

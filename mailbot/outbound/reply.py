@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from mailbot.domain import Decision, Reply
 from mailbot.ingest.correlate import format_token
@@ -30,7 +29,7 @@ def reply_context(
     number = str(ticket_id) if ticket_id is not None else UNSAVED_REF
     deadline_text = ""
     if decision.deadline is not None:
-        deadline_text = format_deadline(decision.deadline, ZoneInfo(rules.timezone), reply.language)
+        deadline_text = format_deadline(decision.deadline, rules.tz, reply.language)
     return {
         "ticket_ref": f"{rules.identity.ticket_prefix}#{number}",
         "ticket_token": f"[{rules.identity.ticket_prefix}#{number}]",

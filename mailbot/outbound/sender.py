@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from dataclasses import dataclass
+from typing import cast
 from datetime import datetime, timedelta
 
 import aiosmtplib
@@ -136,7 +137,7 @@ class OutboxSender:
             .limit(limit)
             .values_list("id", flat=True)
         )
-        return [int(i) for i in ids]
+        return cast(list[int], ids)
 
     async def next_due(self) -> datetime | None:
         row = (

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from mailbot.domain import (
     Address,
@@ -92,7 +91,7 @@ def decide(
         hits.append("follow-up: no automatic answer")
         return result(None, None)
     plan = rules.plans[plan_id]
-    deadline = first_response_deadline(plan, now, ZoneInfo(rules.timezone))
+    deadline = first_response_deadline(plan, now, rules.tz, rules.office_hours)
     if auto.auto_generated:
         hits.append(f"auto-generated ({auto.reason}): no automatic answer")
         return result(None, deadline)

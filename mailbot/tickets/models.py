@@ -58,6 +58,7 @@ class Ticket(Model):
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name=False, null=True, on_delete=fields.SET_NULL
     )
+    linked_ticket_id: int | None
 
     class Meta:
         table = "ticket"
@@ -70,6 +71,7 @@ class Participant(Model):
     ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name="participants", on_delete=fields.CASCADE
     )
+    ticket_id: int
     address = fields.CharField(max_length=320)
     role = fields.CharField(max_length=16, default="customer")
 
@@ -85,6 +87,7 @@ class Message(Model):
     ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name="messages", null=True, on_delete=fields.SET_NULL
     )
+    ticket_id: int | None
     direction = fields.CharEnumField(Direction, max_length=8)
     state = fields.CharEnumField(MessageState, max_length=16, default=MessageState.STORED)
     message_id = fields.CharField(max_length=998, null=True, db_index=True)
@@ -116,9 +119,11 @@ class OutboxRow(Model):
     ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name="outbox", null=True, on_delete=fields.SET_NULL
     )
+    ticket_id: int | None
     message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
         "models.Message", related_name="outbox", on_delete=fields.CASCADE
     )
+    message_id: int
     kind = fields.CharField(max_length=32)
     mail_from = fields.CharField(max_length=320)
     rcpt_to = fields.CharField(max_length=320)

@@ -101,7 +101,7 @@ async def list_tickets(prefix: str, limit: int | None = None) -> list[TicketSumm
             )
             for row in rows
         )
-        linked_id = ticket.linked_ticket_id  # type: ignore[attr-defined]
+        linked_id = ticket.linked_ticket_id
         result.append(
             TicketSummary(
                 id=ticket.id,

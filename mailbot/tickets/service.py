@@ -196,7 +196,7 @@ async def apply_inbound(
         name = msg.from_.name if msg.from_ else ""
         ticket = await _open_ticket(conn, decision, subject, name, now)
     elif decision.thread.ticket_id is not None:
-        ticket = await Ticket.get(id=decision.thread.ticket_id).using_db(conn)
+        ticket = await Ticket.get(id=decision.thread.ticket_id, using_db=conn)
         ticket.updated_at = now
         if action is TicketAction.REOPEN:
             ticket.status = TicketStatus.OPEN
