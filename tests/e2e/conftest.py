@@ -78,7 +78,10 @@ def make_settings(
 ) -> Settings:
     imap_url = f"imap+plain://{imap_server.user}@{imap_server.host}:{imap_server.port}/INBOX"
     smtp_url = f"smtp+plain://{smtp_sink.host}:{smtp_sink.port}"
-    base = {"MAILBOT_IMAP_PASSWORD": imap_server.password, "MAILBOT_TEMPLATES": str(REPO / "templates")}
+    base = {
+        "MAILBOT_IMAP_PASSWORD": imap_server.password,
+        "MAILBOT_TEMPLATES": str(REPO / "templates"),
+    }
     base.update(env)
     return load_settings(
         base, imap_url=imap_url, smtp_url=smtp_url, db_url=db_url, rules=str(rules_file)
