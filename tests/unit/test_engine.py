@@ -50,7 +50,7 @@ def test_core_howto_with_matching_article_gets_wiki_redirect(rules: Rules) -> No
     )
     assert d.plan == "core" and d.language == "en"
     assert d.reply is not None and d.reply.kind is ReplyKind.WIKI
-    assert [a.url for a in d.reply.articles][0] == "https://wiki.example.com/password"
+    assert d.reply.articles[0].url == "https://wiki.example.com/password"
 
 
 def test_core_howto_without_article_gets_ack(rules: Rules) -> None:
