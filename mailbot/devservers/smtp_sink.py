@@ -18,7 +18,8 @@ Fault injection, visible to any SMTP client:
 TLS: ``security=Security.STARTTLS`` offers STARTTLS and refuses mail before it,
 ``Security.TLS`` is implicit TLS; both use a self-signed certificate made at start-up with the
 ``openssl`` command, so clients connect with ``verify_tls=False`` (loopback only).
-Optional ``credentials=(user, password)`` requires SMTP AUTH (allowed without TLS: loopback).
+Optional ``credentials=(user, password)`` requires SMTP AUTH (over TLS when the sink has TLS;
+without it on a plain sink, which only listens on loopback).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import ssl
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +169,8 @@ def _authenticator(credentials: tuple[str, str]) -> Any:
             and data.login.decode() == user
             and data.password.decode() == password
         )
-        return AuthResult(success=ok, auth_data=data if ok else None)
+        # handled=False: aiosmtpd then answers 535 itself on failure.
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     return check
 
@@ -198,7 +201,16 @@ async def running_smtp_sink(
         protocols: list[Any] = []
 
         def factory() -> Any:
-            protocol = SMTP(
+            with warnings.catch_warnings():
+                # AUTH without STARTTLS: fine here (implicit TLS, or a loopback-only sink).
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+                protocol = _make_protocol()
+            protocols[:] = [p for p in protocols if p.transport is not None]
+            protocols.append(protocol)
+            return protocol
+
+        def _make_protocol() -> Any:
+            return SMTP(
                 handler,
                 hostname="mailbot-sink.localhost",
                 ident="mailbot SMTP sink",
@@ -207,12 +219,10 @@ async def running_smtp_sink(
                 require_starttls=security is Security.STARTTLS,
                 enable_SMTPUTF8=True,
                 auth_required=credentials is not None,
-                auth_require_tls=False,
+                # aiosmtpd only knows about STARTTLS; implicit TLS is encrypted all the same.
+                auth_require_tls=security is Security.STARTTLS,
                 authenticator=_authenticator(credentials) if credentials else None,
             )
-            protocols[:] = [p for p in protocols if p.transport is not None]
-            protocols.append(protocol)
-            return protocol
 
         server = await loop.create_server(
             factory, host, port, ssl=context if security is Security.TLS else None

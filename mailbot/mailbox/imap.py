@@ -466,6 +466,13 @@ class ImapSession:
         return self._use_idle and "IDLE" in self.capabilities
 
     @property
+    def encrypted(self) -> bool:
+        """True when the connection runs over TLS (implicit or after STARTTLS)."""
+        if self._client is None or self._client.protocol.transport is None:
+            return False
+        return self._client.protocol.transport.get_extra_info("ssl_object") is not None
+
+    @property
     def broken(self) -> bool:
         """True once a timeout or a lost connection made this session unusable."""
         return self._broken is not None
@@ -498,6 +505,8 @@ class ImapSession:
     async def _run(self, what: str, aw: Awaitable[T], *, limit: float | None = None) -> T:
         """Await one network operation, bounded in time and raced against a lost connection."""
         if self._broken is not None:
+            if asyncio.iscoroutine(aw):
+                aw.close()  # never started: avoid "coroutine was never awaited"
             raise ImapTransientError(f"IMAP {self._where}: session unusable ({self._broken})")
         task: asyncio.Future[T] = asyncio.ensure_future(aw)
         task.add_done_callback(_consume_result)
