@@ -49,14 +49,16 @@ class Daemon:
         self.stop = asyncio.Event()
 
     async def run_once(self) -> RunReport:
+        before = dict(self.poller.stats)
         await self.poller.run_once()
+        ingested = {k: v - before.get(k, 0) for k, v in self.poller.stats.items()}
         sent = 0
         while True:
             batch = await self.sender.run_once()
             sent += batch
             if batch == 0:
                 break
-        return RunReport(ingested=dict(self.poller.stats), sent=sent)
+        return RunReport(ingested=ingested, sent=sent)
 
     async def _sender_loop(self) -> None:
         while not self.stop.is_set():
@@ -67,7 +69,10 @@ class Daemon:
                 raise
             except Exception:
                 log.exception("outbox drain failed; retrying at the next sweep")
-            waiters = [asyncio.ensure_future(self.wake_sender.wait()), asyncio.ensure_future(self.stop.wait())]
+            waiters = [
+                asyncio.ensure_future(self.wake_sender.wait()),
+                asyncio.ensure_future(self.stop.wait()),
+            ]
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -79,9 +84,15 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         scheduler = AsyncIOScheduler(event_loop=loop)
-        scheduler.add_job(self.wake_sender.set, "interval", seconds=SWEEP_SECONDS, id="outbox-sweep")
+        scheduler.add_job(
+            self.wake_sender.set, "interval", seconds=SWEEP_SECONDS, id="outbox-sweep"
+        )
         scheduler.start()
-        log.info("mailbot running: %s -> %s", self.poller.label, self.sender.transport.endpoint.redacted())
+        log.info(
+            "mailbot running: %s -> %s",
+            self.poller.label,
+            self.sender.transport.endpoint.redacted(),
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.poller.run(self.stop))

@@ -55,7 +55,7 @@ def _mail(
 
 FIRST_ROUND = [
     _mail(
-        "Anna Lindqvist <anna@butiken.se>",
+        "Anna Berg <anna.berg@nordicdecor.se>",
         "Kassan visar fel vid betalning",
         "Hej!\n\nSedan i morse får våra kunder ett felmeddelande när de ska betala i kassan. "
         "Det gäller både kort och Swish. Kan ni titta på det så snart som möjligt?\n\n"
@@ -68,10 +68,10 @@ FIRST_ROUND = [
         "option anywhere.\n\nThanks,\nJohn\n",
     ),
     _mail(
-        "Mario Rossi <mario@negozio.it>",
+        "Giulia Rossi <giulia@modacasa.it>",
         "Errore durante l'importazione dei prodotti",
         "Buongiorno,\n\nda ieri l'importazione dei prodotti si blocca al 50% con un errore "
-        "di connessione al database. Potete aiutarci?\n\nGrazie,\nMario Rossi\n",
+        "di connessione al database. Potete aiutarci?\n\nGrazie,\nGiulia Rossi\n",
     ),
 ]
 
@@ -79,21 +79,21 @@ FIRST_ROUND = [
 def _second_round(sink: SmtpSink) -> list[bytes]:
     """A customer follow-up and an out-of-office reply, both answering our first replies."""
     sent = {m.rcpt_tos[0]: message_from_bytes(m.raw) for m in sink.messages}
-    anna_ack = str(sent["anna@butiken.se"]["Message-ID"])
-    mario_ack = str(sent["mario@negozio.it"]["Message-ID"])
+    anna_ack = str(sent["anna.berg@nordicdecor.se"]["Message-ID"])
+    giulia_ack = str(sent["giulia@modacasa.it"]["Message-ID"])
     return [
         _mail(
-            "Anna Lindqvist <anna@butiken.se>",
-            "Re: " + str(sent["anna@butiken.se"]["Subject"]),
+            "Anna Berg <anna.berg@nordicdecor.se>",
+            "Re: " + str(sent["anna.berg@nordicdecor.se"]["Subject"]),
             "Hej igen, felet kommer bara med Firefox. Skärmdump bifogas inte, men "
             "felkoden är 502.\n\n/Anna\n",
             in_reply_to=anna_ack,
         ),
         _mail(
-            "Mario Rossi <mario@negozio.it>",
-            "Risposta automatica: " + str(sent["mario@negozio.it"]["Subject"]),
+            "Giulia Rossi <giulia@modacasa.it>",
+            "Risposta automatica: " + str(sent["giulia@modacasa.it"]["Subject"]),
             "Sono fuori ufficio fino a lunedì. Per urgenze chiamare il centralino.\n",
-            in_reply_to=mario_ack,
+            in_reply_to=giulia_ack,
             extra={"Auto-Submitted": "auto-replied"},
         ),
     ]
@@ -167,7 +167,11 @@ async def _account(prefix: str, sink: SmtpSink) -> None:
         _say(f"   answer due: {due}")
         for msg in ticket.messages:
             arrow = "<-" if msg.direction == "in" else "->"
-            tag = f" (auto-generated: {msg.auto_reason})" if msg.auto_generated and msg.direction == "in" else ""
+            tag = (
+                f" (auto-generated: {msg.auto_reason})"
+                if msg.auto_generated and msg.direction == "in"
+                else ""
+            )
             status = f" [{msg.outbox_status}]" if msg.outbox_status else ""
             _say(f"   {arrow} {msg.from_addr}: {msg.subject}{tag}{status}")
     _say(f"\n== mail received by the SMTP server: {len(sink.messages)} ==")
