@@ -83,11 +83,15 @@ def generate(count: int, seed: int = 7) -> list[bytes]:
         msg["Date"] = format_datetime(SystemClock().now())
         msg["Message-ID"] = msg_id
         if roll > 0.9:
-            msg.set_content(f"<html><body><p>{body}</p><ul><li>one</li></ul></body></html>", subtype="html")
+            msg.set_content(
+                f"<html><body><p>{body}</p><ul><li>one</li></ul></body></html>", subtype="html"
+            )
         else:
             msg.set_content(body)
         if 0.8 < roll <= 0.9:
-            msg.add_attachment(rng.randbytes(20_000), maintype="image", subtype="png", filename="screen.png")
+            msg.add_attachment(
+                rng.randbytes(20_000), maintype="image", subtype="png", filename="screen.png"
+            )
         out.append(msg.as_bytes())
     return out
 
@@ -120,10 +124,12 @@ async def floor(endpoint: Any, batch: int) -> float:
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
-async def measure_latency(imap: Any, sink: Any, settings: Any, policy: Any, count: int) -> list[float]:
+async def measure_latency(
+    imap: Any, sink: Any, settings: Any, policy: Any, count: int
+) -> list[float]:
     daemon = Daemon(settings, policy)
     task = asyncio.create_task(daemon.run())
     endpoint = parse_endpoint(imap.url, protocol="imap", password=PASSWORD)
@@ -154,8 +160,12 @@ async def main(count: int, latency_count: int) -> None:
     async with running_pymap(USER, PASSWORD) as imap, running_smtp_sink() as sink:
         imap_url = f"imap+plain://{USER}@{imap.host}:{imap.port}/INBOX"
         settings = load_settings(
-            {"MAILBOT_STATE_DIR": str(state), "MAILBOT_IMAP_PASSWORD": PASSWORD,
-             "MAILBOT_TEMPLATES": str(REPO / "templates"), "MAILBOT_IDLE_SECONDS": "600"},
+            {
+                "MAILBOT_STATE_DIR": str(state),
+                "MAILBOT_IMAP_PASSWORD": PASSWORD,
+                "MAILBOT_TEMPLATES": str(REPO / "templates"),
+                "MAILBOT_IDLE_SECONDS": "600",
+            },
             imap_url=imap_url,
             smtp_url=f"smtp+plain://{sink.host}:{sink.port}",
             rules=str(REPO / "rules.yaml"),
@@ -186,7 +196,9 @@ async def main(count: int, latency_count: int) -> None:
     print(f"messages:            {count} ({', '.join(f'{k.value} {v}' for k, v in stats.items())})")
     print(f"APPEND rate:         {append_rate:8.1f} msg/s (setup, not a figure)")
     print(f"floor (fetch+parse): {floor_rate:8.1f} msg/s")
-    print(f"mailbot ingest:      {ingest_rate:8.1f} msg/s  = {ingest_rate / floor_rate:.2f} x floor")
+    print(
+        f"mailbot ingest:      {ingest_rate:8.1f} msg/s  = {ingest_rate / floor_rate:.2f} x floor"
+    )
     print(f"mailbot incl. SMTP:  {count / total_s:8.1f} msg/s  ({sent} answers sent)")
     if latencies:
         print(

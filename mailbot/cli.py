@@ -68,7 +68,14 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("tortoise", "aiosqlite", "apscheduler", "aioimaplib", "mail-parser", "mailparser"):
+    for noisy in (
+        "tortoise",
+        "aiosqlite",
+        "apscheduler",
+        "aioimaplib",
+        "mail-parser",
+        "mailparser",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

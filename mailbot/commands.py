@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -46,8 +47,12 @@ async def check(settings: Settings) -> int:
     _out(f"customers: {len(rules.customers)}; wiki articles: {len(rules.wiki)}")
     _out(f"templates: {settings.templates_dir} OK for {', '.join(rules.languages)}")
     _out(f"database:  {redact(settings.db_url)}")
-    _out(f"imap:      {settings.imap.redacted() if settings.imap else 'not set (MAILBOT_IMAP_URL)'}")
-    _out(f"smtp:      {settings.smtp.redacted() if settings.smtp else 'not set (MAILBOT_SMTP_URL)'}")
+    _out(
+        f"imap:      {settings.imap.redacted() if settings.imap else 'not set (MAILBOT_IMAP_URL)'}"
+    )
+    _out(
+        f"smtp:      {settings.smtp.redacted() if settings.smtp else 'not set (MAILBOT_SMTP_URL)'}"
+    )
     return 0
 
 
@@ -56,7 +61,7 @@ async def _open_read_only(settings: Settings) -> None:
     url = settings.db_url
     if url.startswith("sqlite://"):
         path = Path(url.removeprefix("sqlite://").split("?")[0])
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             await open_database("sqlite://:memory:")
             return
         await open_database(url + ("&" if "?" in url else "?") + "mode=ro", create_schema=False)
@@ -68,7 +73,7 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
     from mailbot.cli import dump_json
 
     policy = load_policy(settings.rules_path, settings.templates_dir)
-    raw = file.read_bytes()
+    raw = await asyncio.to_thread(file.read_bytes)
     clock = FixedClock(at) if at else SystemClock()
     try:
         parsed = await parse_off_loop(raw)

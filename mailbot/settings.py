@@ -1,22 +1,8 @@
 """Connection settings from the environment (a systemd EnvironmentFile) and CLI overrides.
 
-| variable                     | meaning                                             | default                     |
-|------------------------------|-----------------------------------------------------|-----------------------------|
-| MAILBOT_IMAP_URL             | imaps://user@host:993/INBOX (imap:// = STARTTLS)    | required for `run`          |
-| MAILBOT_IMAP_PASSWORD[_FILE] | IMAP password, or a file holding it                 | password in the URL         |
-| MAILBOT_SMTP_URL             | smtps://user@host:465 or smtp://host:587 (STARTTLS) | required for `run`          |
-| MAILBOT_SMTP_PASSWORD[_FILE] | SMTP password, or a file holding it                 | password in the URL         |
-| MAILBOT_DB_URL               | sqlite:///path or postgresql://...                  | SQLite file in the state dir|
-| MAILBOT_RULES                | path to rules.yaml                                  | ./rules.yaml                |
-| MAILBOT_TEMPLATES            | template directory                                  | templates/ beside rules.yaml|
-| MAILBOT_STATE_DIR            | where the SQLite file lives                         | $STATE_DIRECTORY or ./state |
-| MAILBOT_ACK                  | `flag` (set \\Seen + $MailbotDone) or `move:FOLDER`  | flag                        |
-| MAILBOT_TLS_VERIFY           | `0` turns certificate checks off (loopback only)    | 1                           |
-| MAILBOT_BATCH                | UIDs fetched per IMAP round trip                    | 50                          |
-| MAILBOT_IDLE_SECONDS         | IDLE renewal (kept well below 29 minutes)           | 600                         |
-| MAILBOT_POLL_SECONDS         | poll interval when the server has no IDLE           | 60                          |
-| MAILBOT_MAX_MESSAGE_BYTES    | bigger messages are stored raw and quarantined      | 52428800                    |
-
+The variables (all ``MAILBOT_*``) are listed with their defaults in the README's "Configure"
+table: IMAP_URL, SMTP_URL, IMAP_PASSWORD[_FILE], SMTP_PASSWORD[_FILE], DB_URL, RULES,
+TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES.
 A password file is read once at start-up and stripped of its trailing newline.
 """
 
@@ -67,7 +53,11 @@ class Settings:
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
-            missing = [n for n, v in (("MAILBOT_IMAP_URL", self.imap), ("MAILBOT_SMTP_URL", self.smtp)) if v is None]
+            missing = [
+                n
+                for n, v in (("MAILBOT_IMAP_URL", self.imap), ("MAILBOT_SMTP_URL", self.smtp))
+                if v is None
+            ]
             raise ConfigError(f"{' and '.join(missing)} must be set to run the daemon")
         return self.imap, self.smtp
 

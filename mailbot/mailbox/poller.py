@@ -11,6 +11,7 @@ never stored twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -165,7 +166,11 @@ class MailboxPoller:
                 delay = BACKOFF_START
                 while not stop.is_set():
                     await self.sync(session)
-                    wait = self.settings.idle_seconds if session.has_idle else self.settings.poll_seconds
+                    wait = (
+                        self.settings.idle_seconds
+                        if session.has_idle
+                        else self.settings.poll_seconds
+                    )
                     await session.wait_for_news(wait)
             except asyncio.CancelledError:
                 raise
@@ -179,8 +184,6 @@ class MailboxPoller:
                     await session.close()
             if stop.is_set():
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))
-            except TimeoutError:
-                pass
             delay = min(delay * 2, BACKOFF_CAP)

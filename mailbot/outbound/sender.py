@@ -16,8 +16,8 @@ import logging
 import random
 import ssl
 from dataclasses import dataclass
-from typing import cast
 from datetime import datetime, timedelta
+from typing import cast
 
 import aiosmtplib
 from tortoise.transactions import in_transaction

@@ -145,4 +145,3 @@ async def list_quarantine() -> list[QuarantineEntry]:
         )
         for row in rows
     ]
-
