@@ -52,7 +52,7 @@ DEFAULT_POLL_INTERVAL = 5.0
 _LOGOUT_TIMEOUT = 5.0
 _MAX_UID_SET_LEN = 4000  # characters per UID set: far below any server's command-line limit
 
-_SIZE_RE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
+_SELECT_CODE_RE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
 _EXISTS_RE = re.compile(rb"^(\d+) EXISTS\b", re.IGNORECASE)
 _UNTAGGED_COUNT_RE = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE)\b", re.IGNORECASE)
 _FETCH_START_RE = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
@@ -396,6 +396,9 @@ class ImapSession:
             raise StartTlsUnavailableError(
                 f"IMAP {self._where}: STARTTLS refused: {_text(response)}"
             )
+        # Plain-text bytes that followed the OK must not be mixed into the TLS session (the
+        # STARTTLS injection attack): drop any partial line; capabilities are asked anew below.
+        protocol.incomplete_line = b""
         loop = asyncio.get_running_loop()
         transport = await self._run(
             "TLS handshake",
@@ -440,7 +443,7 @@ class ImapSession:
         for line in _data_lines(response):
             if isinstance(line, bytearray):
                 continue
-            for name, number in _SIZE_RE.findall(line):
+            for name, number in _SELECT_CODE_RE.findall(line):
                 values[name.upper()] = int(number)
             exists = _EXISTS_RE.match(line)
             if exists:

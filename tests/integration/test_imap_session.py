@@ -270,7 +270,10 @@ async def test_starttls_required_never_falls_back_to_plain() -> None:
             await open_session(endpoint)
         assert isinstance(caught.value, ImapPermanentError)
         assert isinstance(caught.value, TlsRequiredError)
-        await asyncio.sleep(0.05)  # the refused client's connection closes
+        for _ in range(100):  # the refused client's connection closes (bounded wait)
+            if srv.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
         assert srv.connection_count == 0
 
 
@@ -316,20 +319,31 @@ async def test_half_open_connection_is_detected_by_timeouts(
 
 
 @asynccontextmanager
-async def scripted_imap(fetch_chunks: Callable[[str], list[bytes]]) -> AsyncIterator[Endpoint]:
+async def scripted_imap(
+    fetch_chunks: Callable[[str], list[bytes]] = lambda tag: [],
+    *,
+    capabilities: str = "IMAP4rev1",
+    starttls_reply: str = "BAD no",
+) -> AsyncIterator[tuple[Endpoint, list[str]]]:
     """A tiny IMAP server answering LOGIN/SELECT/LOGOUT and, for UID FETCH, ``fetch_chunks``.
 
     Each chunk is written and flushed separately (a pause between them splits TCP segments).
+    STARTTLS is answered with ``starttls_reply`` and no TLS ever follows. Yields an endpoint
+    and the list of LOGIN command arguments received.
     """
+    logins: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"* OK [CAPABILITY IMAP4rev1] scripted\r\n")
+        writer.write(f"* OK [CAPABILITY {capabilities}] scripted\r\n".encode())
         while line := await reader.readline():
             tag, _, rest = line.decode().strip().partition(" ")
             command = rest.upper()
             if command.startswith("CAPABILITY"):
-                writer.write(f"* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".encode())
+                writer.write(f"* CAPABILITY {capabilities}\r\n{tag} OK done\r\n".encode())
+            elif command.startswith("STARTTLS"):
+                writer.write(f"{tag} {starttls_reply}\r\n".encode())
             elif command.startswith("LOGIN"):
+                logins.append(rest)
                 writer.write(f"{tag} OK logged in\r\n".encode())
             elif command.startswith("SELECT"):
                 writer.write(
@@ -353,7 +367,7 @@ async def scripted_imap(fetch_chunks: Callable[[str], list[bytes]]) -> AsyncIter
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield Endpoint("imap", Security.PLAIN, "127.0.0.1", port, "u", "p", "INBOX")
+        yield Endpoint("imap", Security.PLAIN, "127.0.0.1", port, "u", "p", "INBOX"), logins
     finally:
         server.close()
         await server.wait_closed()
@@ -377,7 +391,7 @@ async def test_fetch_parses_unusual_but_valid_responses() -> None:
             f"{tag} OK fetched\r\n".encode(),
         ]
 
-    async with scripted_imap(chunks) as endpoint, session_for(endpoint) as session:
+    async with scripted_imap(chunks) as (endpoint, _), session_for(endpoint) as session:
         assert (session.uidvalidity, session.uidnext) == (42, 11)
         messages = {m.uid: m for m in await session.fetch([5, 6, 7, 8, 9])}
         assert messages[5].raw == b"" and messages[5].size == 0
@@ -388,3 +402,16 @@ async def test_fetch_parses_unusual_but_valid_responses() -> None:
         assert messages[9].raw == split and messages[9].size == len(split)
         assert sorted(messages) == [5, 6, 7, 8, 9]
         assert await within(1, session.wait_for_news(30))  # the EXISTS 12 was noticed
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "reply"),
+    [("IMAP4rev1", "OK go ahead"), ("IMAP4rev1 STARTTLS", "NO not today")],
+    ids=["not-offered", "refused"],
+)
+async def test_starttls_missing_or_refused_is_permanent(capabilities: str, reply: str) -> None:
+    async with scripted_imap(capabilities=capabilities, starttls_reply=reply) as (plain, logins):
+        endpoint = replace(plain, security=Security.STARTTLS, verify_tls=False)
+        with pytest.raises(StartTlsUnavailableError):
+            await within(5, open_session(endpoint))
+    assert logins == []  # the password never went out in plain text
