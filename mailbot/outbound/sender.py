@@ -160,9 +160,12 @@ class OutboxSender:
             try:
                 await smtp.connect()
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # A connection-level problem is never the mail's fault: every row is deferred
+                # (and fails only after give_up_after). A refused TLS or login is logged loudly.
                 error = _classify(exc)
-                log.warning("SMTP %s unavailable: %s", self.transport.endpoint.redacted(), error)
-                await self._defer_all(ids, error)
+                level = logging.ERROR if isinstance(error, SmtpPermanentError) else logging.WARNING
+                log.log(level, "SMTP %s unavailable: %s", self.transport.endpoint.redacted(), error)
+                await self._defer_all(ids, SmtpTransientError(str(error)))
                 return 0
             for row_id in ids:
                 if not smtp.is_connected:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,10 @@ import pytest
 
 from mailbot.policy import Policy, load_policy
 from mailbot.settings import Settings, load_settings
-from mailbot.tickets.database import close_database, open_database, sqlite_url
+from tests.db import database
 
 REPO = Path(__file__).resolve().parents[2]
+__all__ = ["database"]
 
 RULES = """\
 version: 1
@@ -61,16 +61,6 @@ def rules_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def policy(rules_file: Path) -> Policy:
     return load_policy(rules_file, REPO / "templates")
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[str]:
-    url = sqlite_url(tmp_path / "state" / "mailbot.sqlite3")
-    await open_database(url)
-    try:
-        yield url
-    finally:
-        await close_database()
 
 
 def make_settings(

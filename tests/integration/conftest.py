@@ -1,0 +1,3 @@
+from tests.db import database
+
+__all__ = ["database"]
