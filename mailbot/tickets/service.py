@@ -228,7 +228,12 @@ async def apply_inbound(
 
 
 async def queue_outgoing(
-    conn: BaseDBAsyncClient | None, *, ticket_id: int | None, kind: str, out: Outgoing, now: datetime
+    conn: BaseDBAsyncClient | None,
+    *,
+    ticket_id: int | None,
+    kind: str,
+    out: Outgoing,
+    now: datetime,
 ) -> int:
     """An outbound Message row (its id threads replies) and the outbox row that sends it."""
     message = await Message.create(
