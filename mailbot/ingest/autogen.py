@@ -19,17 +19,21 @@ order, strongest evidence first), and ``bounce`` is true when any bounce rule fi
    ``no``/``false``/``0``); Exchange's ``X-MS-Exchange-Generated-Message-Source`` and
    ``X-MS-Exchange-Inbox-Rules-Loop``; ``X-Loop``; cron's ``X-Cron-Env``;
 4. a null ``Return-Path`` (``<>``);
-5. From or Sender local part MAILER-DAEMON (bounce), postmaster, or a no-reply address
-   (noreply, no-reply, donotreply, do-not-reply, ...);
+5. From or Sender local part MAILER-DAEMON (bounce), postmaster (also post_master), or a
+   no-reply address (noreply, no-reply, donotreply, do-not-reply, ...). A null Return-Path
+   or a postmaster sender counts as a bounce when a returned message (``message/rfc822``,
+   ``text/rfc822-headers``) is attached;
 6. list mail: ``List-Id``, ``List-Unsubscribe``, ``List-Post``, ``Mailing-List``,
    ``X-Mailman-Version``, ``X-BeenThere``;
-7. last resort, the subject: out-of-office and auto-reply prefixes (Automatic reply, Out of
-   Office, Autosvar, Automatiskt svar, Frånvaro, Risposta automatica, Fuori sede,
-   Abwesenheitsnotiz, Automatische Antwort, Réponse automatique, ...), bounce prefixes
-   (Undeliverable, Undelivered Mail Returned to Sender, Delivery Status Notification,
-   Mail delivery failed, Returned mail, failure notice, Unzustellbar, ...; these also set
-   ``bounce``), and ``[AUTO GENERATED]`` / ``[auto-reply]`` anywhere. Prefixes are matched at
-   the very start, so "Fwd: Undeliverable ..." from a customer is not flagged by its subject.
+7. last resort, the subject. Auto-reply prefixes: Automatic reply, Out of Office, Autosvar,
+   Automatiskt svar, Frånvaro:, Risposta automatica, Fuori sede, Abwesenheitsnotiz,
+   Automatische Antwort, Réponse automatique, Respuesta automática, Automatisch antwoord,
+   "complaint about message from" (Hotmail's complaint reports); ``[AUTO GENERATED]`` and
+   ``[auto-reply]`` anywhere. Bounce prefixes (these set ``bounce``): Undeliverable,
+   Undelivered Mail Returned to Sender, Delivery Status Notification, Mail delivery failed,
+   Returned mail, failure notice, Unzustellbar, Automatically rejected mail (Sieve reject),
+   ..., optionally after one ``[tag]``. Prefixes are matched at the very start, so a
+   customer's "Fwd: Undeliverable ..." or "Re: Out of office" is not flagged by its subject.
 
 ``X-Auto-Response-Suppress`` is deliberately *not* a sign: Outlook puts it on human mail
 (it asks the receiver not to auto-answer; honouring that is the rules' business).
@@ -93,6 +97,7 @@ _BOUNCE_SUBJECT = re.compile(
       | delivery\ (?:status\ )?(?:notification:\ )?(?:failure|failed|has\ failed)
       | (?:e-?mail|mail|message)\ delivery\ (?:failed|failure|has\ failed)
       | there\ was\ an\ error\ sending\ your\ (?:mail|message)
+      | automatically\ rejected\ mail
       | returned\ mail | failure\ notice | mail\ system\ error | message\ not\ delivered
       | unzustellbar | nicht\ zustellbar | olevererbar | non\ recapitabile | non\ remis
     )""",

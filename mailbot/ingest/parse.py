@@ -226,7 +226,7 @@ _CHARSET_FAMILIES: dict[str, tuple[str, ...]] = {
     "iso2022_kr": ("cp949",),
 }
 
-_FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
+_FOLD = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]+")
 _SPACE_RUN = re.compile(r"[ \t]*[\r\n\t]+[ \t]*")
 _WS = re.compile(r"\s+")
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -465,7 +465,7 @@ def _charset_hints(msg: Message) -> tuple[str, ...]:
 
 def _unfold(value: str) -> str:
     """Remove folding, then collapse CR, LF and tab runs to one space."""
-    return _SPACE_RUN.sub(" ", _FOLD.sub("", value)).strip()
+    return _SPACE_RUN.sub(" ", _FOLD.sub(" ", value)).strip()
 
 
 def _decode_words(value: str) -> str:

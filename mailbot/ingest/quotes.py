@@ -18,14 +18,16 @@ What this module adds around it
     * The library's signature cut runs to the end of the text and starts at any line that
       begins with "Thanks," / "Best," / "-word" etc., which would drop a customer's sentence
       like "Thanks, but the scanner still fails ...". The cut is kept only when its first
-      line is short (at most ``MAX_SIGNATURE_LINE`` characters, as sign-offs are).
-      Disclaimers are not removed separately: the library's disclaimer regex also matches
-      ordinary text such as "Warning: the mail server ...".
+      line is short (at most ``MAX_SIGNATURE_LINE`` characters, as sign-offs are) and it is
+      not a bulleted list (two or more lines starting with "-"). Disclaimers are not removed
+      separately: the library's disclaimer regex also matches ordinary text such as
+      "Warning: the mail server ...".
     * Attribution lines the library does not know are cut as well: Italian "In data ...
       ha scritto:" and "-- Original Message --" separators in de/sv/it/fr/es; quoted blocks
       (lines starting with ``>``) at the very start or end are dropped, together with an
-      attribution line ending in ``:`` right above a trailing block. Quoted lines between
-      new lines (inline answers) are kept.
+      attribution line ending in ``:`` right above a trailing block, and so are separator
+      lines (``-----``, ``_____``) left at the end. Quoted lines between new lines (inline
+      answers) are kept.
     * Never empty when the input had text: when the library fails or leaves nothing, the
       input stripped is returned. Never raises.
 """
@@ -49,6 +51,7 @@ _BLANK_RUN = re.compile(r"\n{4,}")
 _TRAILING_SPACE = re.compile(r"[ \t\f\v\u00a0\u200b]+$", re.MULTILINE)
 _MARKER = re.compile(r"\ue000(\d+)\ue001")
 _QUOTED = re.compile(r"^\s*>")
+_SEPARATOR = re.compile(r"^\s*[-_=*~]{3,}\s*$")
 _BULLET = re.compile(r"^-(?!-)")
 _EXTRA_SPLIT = re.compile(
     r"""^(?:>\s*)*(?:
@@ -157,7 +160,8 @@ def _cut_extra_attribution(text: str) -> str:
 
 
 def _trim_quote_blocks(text: str) -> str:
-    """Drop quoted lines at the very start and end, and an attribution line above the end."""
+    """Drop quoted lines at the very start and end (and separator lines at the end), and an
+    attribution line right above a trailing quoted block."""
     lines = text.split("\n")
     if not any(line.strip() and not _QUOTED.match(line) for line in lines):
         return text
@@ -165,7 +169,7 @@ def _trim_quote_blocks(text: str) -> str:
     while start < end and (not lines[start].strip() or _QUOTED.match(lines[start])):
         start += 1
     trailing_quote = False
-    while end > start and (not lines[end - 1].strip() or _QUOTED.match(lines[end - 1])):
+    while end > start and _is_trailing_noise(lines[end - 1]):
         trailing_quote = trailing_quote or bool(_QUOTED.match(lines[end - 1]))
         end -= 1
     if trailing_quote and end - 1 > start:
@@ -173,3 +177,7 @@ def _trim_quote_blocks(text: str) -> str:
         if last.endswith(":") and _ATTRIBUTION_HINT.search(last):
             end -= 1
     return "\n".join(lines[start:end]).strip()
+
+
+def _is_trailing_noise(line: str) -> bool:
+    return not line.strip() or bool(_QUOTED.match(line) or _SEPARATOR.match(line))
