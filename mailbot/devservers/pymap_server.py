@@ -70,11 +70,14 @@ class PymapServer:
 
     def kill(self) -> None:
         """Stop listening and abort every client connection, like a crashed server."""
+        self._drop_everything()
+        log.info("pymap %s:%d killed", self.host, self.port)
+
+    def _drop_everything(self) -> None:
         if self._server is not None:
             self._server.close()
         for writer in list(self._connections.values()):
             writer.transport.abort()
-        log.info("pymap %s:%d killed", self.host, self.port)
 
     def freeze(self) -> None:
         """Stop reading from every client: connections stay open but nothing is answered."""
@@ -85,7 +88,7 @@ class PymapServer:
         log.info("pymap %s:%d frozen", self.host, self.port)
 
     async def _aclose(self) -> None:
-        self.kill()
+        self._drop_everything()
         tasks = list(self._connections)
         for task in tasks:
             task.cancel()

@@ -694,33 +694,50 @@ class ImapSession:
         timeout: float,  # noqa: ASYNC109 - the wait itself: IDLE ends when it runs out
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        wake: asyncio.Event | None = None,
     ) -> bool:
         """Wait up to ``timeout`` seconds for new mail; True when the message count grew.
 
         IDLE when :attr:`has_idle`, else NOOP every ``poll_interval`` seconds. Keep ``timeout``
         well below 29 minutes (servers drop IDLE after 30). A dead or half-open connection shows
         up as an :class:`ImapTransientError` (the IDLE end or the NOOP is not answered in time).
+        Setting ``wake`` (e.g. the daemon's stop event) ends the wait early and cleanly: IDLE is
+        ended with DONE and the session stays usable (cancelling the call breaks it instead).
         """
-        if not self._news:
-            if self.has_idle:
-                await self._idle(timeout)
-            else:
-                await self._poll(timeout, poll_interval)
+        woken: asyncio.Future[Any] | None = None
+        if wake is not None:
+            woken = asyncio.ensure_future(wake.wait())
+        try:
+            if not self._news and not (wake is not None and wake.is_set()):
+                if self.has_idle:
+                    await self._idle(timeout, woken)
+                else:
+                    await self._poll(timeout, poll_interval, woken)
+        finally:
+            if woken is not None:
+                woken.cancel()
         news, self._news = self._news, False
         return news
 
-    async def _poll(self, seconds: float, poll_interval: float) -> None:
+    async def _poll(
+        self, seconds: float, poll_interval: float, woken: asyncio.Future[Any] | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
             await self.noop()
             remaining = deadline - loop.time()
-            if self._news or remaining <= 0:
+            if self._news or remaining <= 0 or (woken is not None and woken.done()):
                 return
             # Sleep, but wake up at once when the connection drops (the next NOOP raises).
-            await asyncio.wait({self._lost}, timeout=min(poll_interval, remaining))
+            await self._sleep(min(poll_interval, remaining), woken)
 
-    async def _idle(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, *others: asyncio.Future[Any] | None) -> None:
+        """Sleep ``seconds``; end early when the connection is lost or one of ``others`` is done."""
+        waiters: set[asyncio.Future[Any]] = {self._lost, *(f for f in others if f is not None)}
+        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _idle(self, seconds: float, woken: asyncio.Future[Any] | None) -> None:
         client = self._client
         queue: asyncio.Queue[Any] = client.protocol.idle_queue
         while not queue.empty():  # leftovers of an earlier IDLE
@@ -730,7 +747,7 @@ class ImapSession:
         deadline = loop.time() + seconds
         try:
             while not self._news and loop.time() < deadline:
-                push = await self._next_push(queue, deadline - loop.time())
+                push = await self._next_push(queue, deadline - loop.time(), woken)
                 if push is None or push == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
         except BaseException:
@@ -743,19 +760,17 @@ class ImapSession:
         if not _is_ok(response):
             raise self._fail(f"IDLE ended with {response.result}: {_text(response)}")
 
-    async def _next_push(self, queue: asyncio.Queue[Any], remaining: float) -> Any:
-        """The next batch of lines pushed during IDLE, or None when ``remaining`` ran out."""
+    async def _next_push(
+        self, queue: asyncio.Queue[Any], remaining: float, woken: asyncio.Future[Any] | None
+    ) -> Any:
+        """The next lines pushed during IDLE; None when ``remaining`` ran out or ``woken``."""
         getter = asyncio.ensure_future(queue.get())
         try:
-            done, _ = await asyncio.wait(
-                {getter, self._lost},
-                timeout=max(0.0, remaining),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await self._sleep(remaining, getter, woken)
         finally:
             if not getter.done():
                 getter.cancel()
-        if getter in done:
+        if getter.done() and not getter.cancelled():
             return getter.result()
         if self._lost.done():
             raise self._fail("connection lost during IDLE")

@@ -228,6 +228,19 @@ async def test_wait_for_news_times_out_with_false(
     assert 0.5 <= took < 4
 
 
+@pytest.mark.parametrize("use_idle", [True, False], ids=["IDLE", "poll"])
+async def test_wake_ends_the_wait_cleanly(imap_server: ImapTestServer, use_idle: bool) -> None:
+    stop = asyncio.Event()
+    async with session_for(imap_server.endpoint(), use_idle=use_idle) as session:
+        waiting = asyncio.create_task(session.wait_for_news(60, poll_interval=30, wake=stop))
+        await asyncio.sleep(0.2)  # let the IDLE (or the first NOOP) start
+        stop.set()
+        assert await asyncio.wait_for(waiting, 5) is False
+        assert not session.broken
+        assert await session.search_uids(1) == []  # the session is still in step
+        assert await within(1, session.wait_for_news(60, wake=stop)) < 1  # already set
+
+
 async def test_news_seen_during_another_command_is_not_lost(
     imap_server: ImapTestServer,
 ) -> None:
