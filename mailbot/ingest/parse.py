@@ -38,7 +38,9 @@ Fields
     * Header values with raw 8-bit bytes are decoded as UTF-8, then with the charsets the
       message declares (multi-byte ones and their family first, e.g. ISO-2022-JP -> cp932,
       EUC-JP), then cp1252, then latin-1. No charset detection library is used.
-    * Addresses are parsed with ``email.headerregistry`` (RFC 2047 display names decoded) and
+    * Addresses are parsed with ``email.headerregistry`` (RFC 2047 display names decoded;
+      an encoded word that its declared charset cannot decode is first re-encoded as UTF-8
+      after our charset ladder, so mislabelled Shift_JIS still reads right) and
       then checked strictly: an entry counts only with a dot-atom local part and a valid domain
       (or address literal); a header whose parentheses or quotes do not balance is dropped
       whole, as Python 3.12's ``getaddresses(strict=True)`` does (3.11.7 has no ``strict``).
@@ -53,12 +55,13 @@ Fields
       stripped. ``date``: aware, in UTC, or None.
     * ``text``: the body ``text/plain`` parts joined by a blank line; when there are none (or
       they are blank), the HTML converted with html2text (images ignored, no wrapping, links
-      kept as ``[text](url)``, mailto links as their text). ``html``: the body ``text/html``
+      kept as ``[text](url)``, mailto links as their text, layout tables flattened, no
+      Markdown escaping). ``html``: the body ``text/html``
       parts joined, or None. A body part is a ``text/plain`` or ``text/html`` leaf without a
       file name, not marked ``attachment`` and not inside an attachment; a ``multipart/*``
       part whose boundary never appears counts as ``text/plain``. Charset ladder: the declared
-      charset (with aliases such as gb2312 -> gb18030), then UTF-8, cp1252 and latin-1 (which
-      cannot fail); a fallback is recorded in ``defects``. Line endings become ``\\n`` and NUL
+      charset (with aliases such as gb2312 -> gb18030, then its family such as ISO-2022-JP
+      -> cp932, EUC-JP), then UTF-8, cp1252 and latin-1 (which cannot fail); a fallback is recorded in ``defects``. Line endings become ``\\n`` and NUL
       characters are removed (PostgreSQL text cannot store them).
     * ``attachments``: every other leaf part, and each ``message/*`` part (an attached mail)
       as one attachment. ``filename`` is RFC 2231 and RFC 2047 decoded, None when the part has
@@ -95,6 +98,7 @@ Headers kept in ``headers`` (names lower-cased, values unfolded, in message orde
 
 from __future__ import annotations
 
+import base64
 import codecs
 import logging
 import re
@@ -230,6 +234,10 @@ _FOLD = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]+")
 _SPACE_RUN = re.compile(r"[ \t]*[\r\n\t]+[ \t]*")
 _WS = re.compile(r"\s+")
 _COMMENT = re.compile(r"\([^()]*\)")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_CELL_END = re.compile(r"(</t[dh]\s*>)", re.IGNORECASE)
+_LINE_END_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
 _ID_IN_BRACKETS = re.compile(r"<([^<>]*)>")
 _VALID_ID = re.compile(r"[\x21-\x3b\x3d\x3f\x41-\x7e]+@[\x21-\x3b\x3d\x3f\x41-\x7e]+")
 _BARE_ID = re.compile(r"[^\s<>,;()\"]+@[^\s<>,;()\"]+")
@@ -419,7 +427,7 @@ def _to_parsed(built: _Built, raw: bytes) -> ParsedMessage:
 def _all(msg: Message, name: str, hints: tuple[str, ...] = ()) -> list[str]:
     """Every value of a header, 8-bit bytes decoded; folding is kept."""
     wanted = name.lower()
-    return [_header_text(v, hints) for k, v in msg.raw_items() if k.lower() == wanted]
+    return [_header_text(v, hints) for k, v in msg.raw_items() if k.strip().lower() == wanted]
 
 
 def _first(msg: Message, name: str, hints: tuple[str, ...] = ()) -> str | None:
@@ -569,7 +577,7 @@ def _addresses(msg: Message, name: str, hints: tuple[str, ...]) -> tuple[Address
 
 def parse_addresses(value: str) -> list[Address]:
     """Strictly parse one address-list header value; invalid entries are skipped."""
-    value = _unfold(value)
+    value = _reencode_words(_unfold(value))
     if not value or not _balanced(value):
         return []
     try:
@@ -579,6 +587,35 @@ def parse_addresses(value: str) -> list[Address]:
         log.debug("address header could not be parsed: %r", value[:200], exc_info=True)
         return []
     return [a for a in map(_valid_address, candidates) if a is not None]
+
+
+def _reencode_words(value: str) -> str:
+    """Re-encode as UTF-8 the encoded words the stdlib would decode badly.
+
+    ``email.headerregistry`` decodes an encoded word with its declared charset only, so
+    Shift_JIS bytes labelled ISO-2022-JP, or an unknown charset, end up as replacement
+    characters. Such a word is decoded with our charset ladder and written back as a UTF-8
+    encoded word, which keeps the header's tokens (commas, quotes) as they were.
+    """
+    if "=?" not in value:
+        return value
+    return _ENCODED_WORD.sub(_reencode_word, value)
+
+
+def _reencode_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    try:
+        ((data, charset),) = decode_header(word)
+    except (ValueError, LookupError, email_errors.HeaderParseError, AssertionError):
+        return word
+    if not isinstance(data, bytes) or charset is None:
+        return word
+    try:
+        data.decode(_codec_name(charset) or "unknown-charset")
+    except (UnicodeError, LookupError):
+        text = _decode_bytes(data, charset)[0]
+        return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
+    return word
 
 
 def _balanced(value: str) -> bool:
@@ -787,9 +824,13 @@ def _codec_name(charset: str | None) -> str | None:
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> tuple[str, str]:
-    """Decode with the declared charset, then UTF-8, cp1252, latin-1; return (text, codec)."""
+    """Decode with the declared charset (and its family), then UTF-8, cp1252, latin-1.
+
+    Returns (text, codec used).
+    """
     declared = _codec_name(charset)
-    for codec in (declared, *_FALLBACK_CODECS):
+    family = _CHARSET_FAMILIES.get(declared or "", ())
+    for codec in (declared, *family, *_FALLBACK_CODECS):
         if codec:
             try:
                 return data.decode(codec), codec
@@ -798,22 +839,35 @@ def _decode_bytes(data: bytes, charset: str | None) -> tuple[str, str]:
     return data.decode("iso8859-1"), "iso8859-1"  # pragma: no cover - latin-1 cannot fail
 
 
+class _PlainText(html2text.HTML2Text):
+    """html2text without Markdown escaping ("1\\." and "\\-" are noise in plain text)."""
+
+    def handle_data(self, data: str, entity_char: bool = False) -> None:
+        super().handle_data(data, entity_char=True)
+
+
 def html_to_text(html: str) -> str:
-    """Readable plain text from HTML: images ignored, no wrapping, links as ``[text](url)``."""
-    converter = html2text.HTML2Text()
+    """Readable plain text from HTML: images ignored, no wrapping, links as ``[text](url)``.
+
+    Layout tables are flattened (no Markdown table syntax) and text is not Markdown-escaped.
+    """
+    converter = _PlainText()
     converter.ignore_images = True
     converter.body_width = 0
     converter.ignore_links = False
     converter.ignore_mailto_links = True
     converter.skip_internal_links = True
     converter.ignore_emphasis = True
+    converter.ignore_tables = True
     converter.unicode_snob = True
+    html = _CELL_END.sub(r" \1", html[:MAX_HTML_CHARS])
     try:
-        text = str(converter.handle(html[:MAX_HTML_CHARS]))
+        text = str(converter.handle(html))
     except Exception:  # an html2text bug must not lose the message
         log.warning("html2text failed; stripping tags instead", exc_info=True)
-        text = re.sub(r"<[^>]*>", " ", html[:MAX_HTML_CHARS])
-    return _normalise_text(text).strip()
+        text = re.sub(r"<[^>]*>", " ", html)
+    text = _LINE_END_SPACE.sub("", _normalise_text(text))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 # --- delivery status notifications -----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import mailparser
@@ -9,7 +10,7 @@ import pytest
 
 from mailbot.domain import Address
 from mailbot.errors import ParseError
-from mailbot.ingest.parse import normalise_ids, parse_addresses, parse_message
+from mailbot.ingest.parse import html_to_text, normalise_ids, parse_addresses, parse_message
 
 
 def mail(headers: str, body: str = "Hello.\n", *, newline: str = "\n") -> bytes:
@@ -120,6 +121,17 @@ def test_rfc2047_display_names_are_decoded() -> None:
     msg = parse_message(raw)
     assert msg.from_ == Address("per@example.se", "Per Åberg")
     assert msg.to == (Address("fm@example.fr", "Françoise Müller"),)
+
+
+def test_mislabelled_encoded_display_name_is_decoded_with_the_charset_family() -> None:
+    # Shift_JIS bytes in a word labelled ISO-2022-JP (seen in real Japanese mail).
+    word = base64.b64encode("ツール".encode("cp932")).decode()
+    assert parse_addresses(f"=?ISO-2022-JP?B?{word}?= <bar@example.org>") == [
+        Address("bar@example.org", "ツール")
+    ]
+    assert parse_addresses('"=?utf-8?q?Doe=2C_J?=" <j@example.org>') == [
+        Address("j@example.org", "Doe, J")
+    ]
 
 
 def test_multiple_addresses_keep_valid_ones_in_order_without_duplicates() -> None:
@@ -273,6 +285,16 @@ def test_html_only_mail_is_converted_to_text() -> None:
     assert "Logo" not in msg.text and "cid:" not in msg.text
     assert ("lorem ipsum " * 20).strip() in msg.text  # no line wrapping
     assert "<" not in msg.text
+
+
+def test_html_to_text_is_plain_not_markdown() -> None:
+    html = (
+        "<p>1. Restart</p><p>- then wait</p><p>C:\\Temp\\log_1.txt</p>"
+        "<table><tr><td>Model</td><td>HP 4250</td></tr></table>Line<br>break"
+    )
+    assert html_to_text(html) == (
+        "1. Restart\n\n- then wait\n\nC:\\Temp\\log_1.txt\n\nModel HP 4250\nLine\nbreak"
+    )
 
 
 def test_alternative_prefers_plain_and_keeps_html() -> None:
