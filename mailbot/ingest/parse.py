@@ -56,13 +56,13 @@ Fields
     * ``text``: the body ``text/plain`` parts joined by a blank line; when there are none (or
       they are blank), the HTML converted with html2text (images ignored, no wrapping, links
       kept as ``[text](url)``, mailto links as their text, layout tables flattened, no
-      Markdown escaping). ``html``: the body ``text/html``
-      parts joined, or None. A body part is a ``text/plain`` or ``text/html`` leaf without a
-      file name, not marked ``attachment`` and not inside an attachment; a ``multipart/*``
-      part whose boundary never appears counts as ``text/plain``. Charset ladder: the declared
-      charset (with aliases such as gb2312 -> gb18030, then its family such as ISO-2022-JP
-      -> cp932, EUC-JP), then UTF-8, cp1252 and latin-1 (which cannot fail); a fallback is recorded in ``defects``. Line endings become ``\\n`` and NUL
-      characters are removed (PostgreSQL text cannot store them).
+      Markdown escaping). ``html``: the body ``text/html`` parts joined, or None. A body part
+      is a ``text/plain`` or ``text/html`` leaf without a file name, not marked ``attachment``
+      and not inside an attachment; a ``multipart/*`` part whose boundary never appears counts
+      as ``text/plain``. Charset ladder: the declared charset (with aliases such as gb2312 ->
+      gb18030, then its family such as ISO-2022-JP -> cp932, EUC-JP), then UTF-8, cp1252 and
+      latin-1 (which cannot fail); a fallback is recorded in ``defects``. Line endings become
+      ``\\n`` and NUL characters are removed (PostgreSQL text cannot store them).
     * ``attachments``: every other leaf part, and each ``message/*`` part (an attached mail)
       as one attachment. ``filename`` is RFC 2231 and RFC 2047 decoded, None when the part has
       none (no name is invented); ``size`` is the decoded payload size in bytes (serialised
