@@ -25,7 +25,13 @@ from mailbot.errors import ImapPermanentError, MailbotError, TransientError
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
-from mailbot.tickets.service import Origin, ensure_mailbox_state, store_quarantined
+from mailbot.tickets.service import (
+    Origin,
+    ensure_mailbox_state,
+    find_duplicate,
+    sha256_hex,
+    store_quarantined,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +126,12 @@ class MailboxPoller:
             f"{self.settings.max_message_bytes}; not downloaded, left on the server "
             f"as UID {uid} in {self.endpoint.mailbox} (UIDVALIDITY {session.uidvalidity})"
         )
+        digest = sha256_hex(f"oversized {self.key} {session.uidvalidity} {uid}".encode())
         async with in_transaction() as conn:
+            if await find_duplicate(conn, origin, None, digest) is not None:
+                return  # recorded before a crash; only the acknowledgement was missing
             await store_quarantined(
-                conn,
-                raw=b"",
-                origin=origin,
-                content_hash=f"oversized:{self.key}:{session.uidvalidity}:{uid}",
-                error=error,
-                now=self.clock.now(),
+                conn, raw=b"", origin=origin, content_hash=digest, error=error, now=self.clock.now()
             )
         self.stats[Disposition.QUARANTINED] += 1
         log.warning("quarantined %s uid %d: %s", self.label, uid, error)
@@ -171,7 +175,7 @@ class MailboxPoller:
                         if session.has_idle
                         else self.settings.poll_seconds
                     )
-                    await session.wait_for_news(wait)
+                    await session.wait_for_news(wait, wake=stop)
             except asyncio.CancelledError:
                 raise
             except ImapPermanentError as exc:

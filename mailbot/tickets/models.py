@@ -95,7 +95,7 @@ class Message(Model):
     uidvalidity = fields.BigIntField(null=True)
     uid = fields.BigIntField(null=True)
     source = fields.CharField(max_length=1024, default="")
-    content_hash = fields.CharField(max_length=64, db_index=True)
+    content_hash = fields.CharField(max_length=80, db_index=True)
     raw_bytes = fields.BinaryField()
     from_addr = fields.CharField(max_length=320, default="")
     subject = fields.TextField(default="")

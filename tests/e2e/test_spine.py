@@ -6,11 +6,14 @@ installed; in CI Dovecot is mandatory).
 
 from __future__ import annotations
 
+import asyncio
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
+
+from tortoise.transactions import in_transaction
 
 from mailbot.clock import SystemClock
 from mailbot.daemon import Daemon
@@ -23,6 +26,7 @@ from mailbot.settings import DONE_KEYWORD
 from mailbot.tickets.models import Message as MessageRow
 from mailbot.tickets.models import MessageState, OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.queries import list_tickets
+from mailbot.tickets.service import Origin, ensure_mailbox_state
 from tests.e2e.conftest import make_settings
 
 
@@ -231,3 +235,80 @@ async def test_unparseable_mail_is_stored_and_quarantined_not_dropped(
     assert row.raw_bytes == garbage
     assert row.error
     assert report.sent == 0
+
+
+async def test_oversized_mail_is_recorded_and_left_on_the_server(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(
+        imap_server, smtp_sink, rules_file, database, MAILBOT_MAX_MESSAGE_BYTES="2000"
+    )
+    _, big = mail("Anna <anna@butiken.se>", "Huge", "x" * 5000)
+    _, small = mail("Anna <anna@butiken.se>", "Small", "Kassan fungerar inte.")
+    await append(imap_server, big, small)
+    daemon = Daemon(settings, policy)
+    report = await daemon.run_once()
+    assert report.ingested[Disposition.QUARANTINED] == 1
+    assert report.ingested[Disposition.STORED] == 1
+    row = await MessageRow.get(state=MessageState.QUARANTINED)
+    assert row.raw_bytes == b"" and row.error is not None and "exceeds" in row.error
+    # Nothing is recorded twice when the same UIDs are seen again.
+    assert sum((await daemon.run_once()).ingested.values()) == 0
+
+
+async def test_commit_without_ack_is_acknowledged_once_after_a_crash(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    """State after a kill between the commit and the STORE: committed, not acknowledged."""
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    _, first = mail("Anna <anna@butiken.se>", "Help", "Something is broken in the cart.")
+    await append(imap_server, first)
+    daemon = Daemon(settings, policy)
+    session = await daemon.poller.open()
+    try:
+        async with in_transaction() as conn:
+            await ensure_mailbox_state(conn, daemon.poller.key, session.uidvalidity)
+        uids = await session.search_uids(1)
+        fetched = await session.fetch(uids)
+        for message in fetched:
+            origin = Origin(
+                label="crash test",
+                mailbox=daemon.poller.key,
+                uidvalidity=session.uidvalidity,
+                uid=message.uid,
+            )
+            await daemon.intake.accept(message.raw, origin)
+        assert await session.search(f"KEYWORD {DONE_KEYWORD}") == []
+    finally:
+        await session.close()
+
+    report = await Daemon(settings, policy).run_once()  # the restarted daemon
+    assert sum(report.ingested.values()) == 0  # nothing stored twice
+    assert await MessageRow.filter(direction="in").count() == 1
+    assert report.sent == 1  # the acknowledgement queued before the crash goes out
+    assert settings.imap is not None
+    check = await ImapSession.open(settings.imap)
+    try:
+        assert len(await check.search(f"KEYWORD {DONE_KEYWORD}")) == 1
+    finally:
+        await check.close()
+
+
+async def test_daemon_idles_and_answers_new_mail_without_polling(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(
+        imap_server, smtp_sink, rules_file, database, MAILBOT_POLL_SECONDS="3600"
+    )
+    daemon = Daemon(settings, policy)
+    task = asyncio.create_task(daemon.run())
+    try:
+        for n in range(3):
+            _, raw = mail(f"Customer <c{n}@shop.example>", f"Problem {n}", "It is broken.")
+            await append(imap_server, raw)
+            await smtp_sink.wait_for(n + 1, timeout=15)
+    finally:
+        daemon.stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    assert len(smtp_sink.messages) == 3
+    assert await Ticket.all().count() == 3

@@ -1,0 +1,188 @@
+"""The command line as an operator uses it: main(argv) with settings from the environment."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from mailbot.cli import EXIT_CONFIG, main
+from tests.e2e.conftest import REPO, RULES
+
+
+def eml(sender: str, subject: str, body: str, msg_id: str, in_reply_to: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@example.com"
+    msg["Subject"] = subject
+    msg["Message-ID"] = msg_id
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0100"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    for name in ("MAILBOT_IMAP_URL", "MAILBOT_SMTP_URL", "MAILBOT_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAILBOT_RULES", str(rules))
+    monkeypatch.setenv("MAILBOT_TEMPLATES", str(REPO / "templates"))
+    monkeypatch.setenv("MAILBOT_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_simulate_new_request_writes_nothing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = env / "anna.eml"
+    path.write_bytes(
+        eml("Anna <anna@butiken.se>", "Kassan fungerar inte", "Kassan ger fel.", "<a1@butiken.se>")
+    )
+    result = run_json(capsys, "simulate", str(path), "--json", "--at", "2026-11-23T10:00+01:00")
+    assert isinstance(result, dict)
+    assert result["message_id"] == "<a1@butiken.se>"
+    assert result["from"] == "anna@butiken.se"
+    assert result["plan"] == "pro"
+    assert result["auto_generated"] is False and result["auto_generated_reason"] is None
+    assert result["bounce"] is False
+    assert result["text"].strip() == "Kassan ger fel."
+    assert result["ticket"] == {
+        "action": "new",
+        "ref": None,
+        "linked": None,
+        "reason": "no known reference or token",
+    }
+    reply = result["reply"]
+    assert reply["template"] == "ack" and reply["to"] == "anna@butiken.se"
+    assert "[#NEW]" in reply["subject"] and "#NEW" in reply["body"]
+    assert not (env / "state" / "mailbot.sqlite3").exists()
+
+
+def test_simulate_auto_reply_and_unparseable(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ooo = env / "ooo.eml"
+    raw = eml("Bob <bob@example.org>", "Out of office", "Away.", "<o1@example.org>")
+    ooo.write_bytes(raw.replace(b"Subject:", b"Auto-Submitted: auto-replied\nSubject:", 1))
+    result = run_json(capsys, "simulate", str(ooo), "--json")
+    assert isinstance(result, dict)
+    assert result["auto_generated"] is True
+    assert "Auto-Submitted" in result["auto_generated_reason"]
+    assert result["ticket"]["action"] == "none" and result["reply"] is None
+    broken = env / "broken.eml"
+    broken.write_bytes(b"")
+    result = run_json(capsys, "simulate", str(broken), "--json")
+    assert isinstance(result, dict) and result["quarantine"] is True
+
+
+def test_import_then_tickets_then_simulate_against_the_live_database(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    box = mailbox.mbox(env / "old.mbox")
+    box.add(eml("Anna <anna@butiken.se>", "Kassan", "Kassan ger fel.", "<a1@butiken.se>"))
+    box.add(
+        eml(
+            "Anna <anna@butiken.se>",
+            "Re: Kassan",
+            "Mer info.",
+            "<a2@butiken.se>",
+            "<a1@butiken.se>",
+        )
+    )
+    box.flush()
+    maildir = mailbox.Maildir(env / "Maildir", create=True)
+    maildir.add(eml("John <john@example.org>", "Invoice question", "Where is it?", "<j1@x.org>"))
+    single = env / "one.eml"
+    single.write_bytes(eml("Mario <mario@negozio.it>", "Errore", "Non va.", "<m1@negozio.it>"))
+    capsys.readouterr()
+    assert (
+        main(["import", str(env / "old.mbox"), str(env / "Maildir"), str(single), "--no-send"]) == 0
+    )
+    assert "stored 4" in capsys.readouterr().out
+    # Importing the same mail again stores nothing twice.
+    assert main(["import", str(env / "old.mbox"), "--no-send"]) == 0
+    assert "duplicate 2" in capsys.readouterr().out
+
+    tickets = run_json(capsys, "tickets", "--json")
+    assert isinstance(tickets, list) and len(tickets) == 3
+    for key in (
+        "ref",
+        "status",
+        "plan",
+        "customer",
+        "subject",
+        "created",
+        "deadline",
+        "message_ids",
+    ):
+        assert all(key in ticket for ticket in tickets)
+    anna = next(t for t in tickets if t["customer"] == "anna@butiken.se")
+    assert anna["message_ids"] == ["<a1@butiken.se>", "<a2@butiken.se>"]
+    assert anna["plan"] == "pro" and anna["ref"].startswith("#")
+
+    follow = env / "follow.eml"
+    follow.write_bytes(
+        eml(
+            "Anna <anna@butiken.se>",
+            "Re: Kassan",
+            "Ännu mer.",
+            "<a3@butiken.se>",
+            "<a2@butiken.se>",
+        )
+    )
+    result = run_json(capsys, "simulate", str(follow), "--json")
+    assert isinstance(result, dict)
+    assert result["ticket"]["action"] == "append" and result["ticket"]["ref"] == anna["ref"]
+    assert result["reply"] is None
+    after = run_json(capsys, "tickets", "--json")
+    assert isinstance(after, list) and len(after) == 3  # simulate wrote nothing
+
+
+def test_quarantine_lists_and_retries(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = env / "bad.eml"
+    bad.write_bytes(b"\x01\x02 not mail\r\n")
+    assert main(["import", str(bad), "--no-send"]) == 0
+    assert "quarantined 1" in capsys.readouterr().out
+    assert main(["quarantine"]) == 0
+    listing = capsys.readouterr().out
+    assert "file:" in listing and "unparseable" in listing
+    assert main(["quarantine", "--retry-all"]) == 0
+    assert "quarantined" in capsys.readouterr().out  # still unparseable, still kept
+    assert main(["quarantine"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1  # one entry, not two
+
+
+def test_check_reports_bad_rules_with_file_line_and_field(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check"]) == 0
+    assert "OK" in capsys.readouterr().out
+    rules = env / "rules.yaml"
+    rules.write_text(RULES.replace("plan: pro", "plan: prp"), encoding="utf-8")
+    assert main(["check"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"{rules}:" in err and "customers[0].plan" in err and "pro" in err
+
+
+def test_run_without_servers_is_a_config_error(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--once"]) == EXIT_CONFIG
+    assert "MAILBOT_IMAP_URL" in capsys.readouterr().err
+
+
+def test_plain_text_to_a_remote_host_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--imap", "imap+plain://u@mail.example.com/INBOX", "check"])
+    assert code == EXIT_CONFIG
+    assert "loopback" in capsys.readouterr().err
