@@ -23,6 +23,8 @@ from mailbot.domain import Address
 
 # Lines up to 998 octets (RFC 5322); folding happens at whitespace only, never encoding ids.
 _POLICY = policy.SMTP.clone(max_line_length=998)
+# For an internationalised address (RFC 6532): UTF-8 headers, sent with SMTPUTF8 (RFC 6531).
+_POLICY_UTF8 = policy.SMTPUTF8.clone(max_line_length=998)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ASCII_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
 # RFC 5322 §3.6.4 allows trimming References; keep the root and the most recent ones.
@@ -66,6 +68,16 @@ class Outgoing:
     subject: str
     raw: bytes
 
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not (self.mail_from.isascii() and self.rcpt_to.isascii())
+
+
+def _header_address(address: Address) -> HeaderAddress:
+    # username/domain, not addr_spec: addr_spec refuses an RFC 6532 (UTF-8) local part.
+    local, _, domain = address.email.rpartition("@")
+    return HeaderAddress(display_name=single_line(address.name), username=local, domain=domain)
+
 
 def subject_with_token(subject: str, token: str) -> str:
     clean = single_line(subject)
@@ -90,9 +102,10 @@ def compose(
     language: str,
     auto_submitted: str = "auto-replied",
 ) -> Outgoing:
-    msg = EmailMessage(policy=_POLICY)
-    msg["From"] = HeaderAddress(display_name=single_line(sender.name), addr_spec=sender.email)
-    msg["To"] = HeaderAddress(display_name=single_line(to.name), addr_spec=to.email)
+    chosen = _POLICY if sender.email.isascii() and to.email.isascii() else _POLICY_UTF8
+    msg = EmailMessage(policy=chosen)
+    msg["From"] = _header_address(sender)
+    msg["To"] = _header_address(to)
     msg["Subject"] = single_line(subject)
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
@@ -113,5 +126,5 @@ def compose(
         mail_from=sender.email,
         rcpt_to=to.email,
         subject=msg["Subject"],
-        raw=msg.as_bytes(policy=_POLICY),
+        raw=msg.as_bytes(policy=chosen),
     )

@@ -58,6 +58,8 @@ def _classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
         if 500 <= exc.code < 600:
             return SmtpPermanentError(detail)
         return SmtpTransientError(detail)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) and "SMTPUTF8" in str(exc).upper():
+        return SmtpPermanentError(f"server cannot deliver to an internationalised address: {exc}")
     if isinstance(exc, aiosmtplib.SMTPNotSupported) and "STARTTLS" in str(exc).upper():
         return SmtpPermanentError(f"server does not offer STARTTLS, refusing plain text: {exc}")
     return SmtpTransientError(f"{type(exc).__name__}: {exc}")
@@ -90,8 +92,9 @@ class SmtpTransport:
         )
 
     async def send(self, smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, raw: bytes) -> str:
+        options = [] if mail_from.isascii() and rcpt.isascii() else ["SMTPUTF8"]
         try:
-            errors, response = await smtp.sendmail(mail_from, [rcpt], raw)
+            errors, response = await smtp.sendmail(mail_from, [rcpt], raw, mail_options=options)
         except Exception as exc:
             raise _classify(exc) from exc
         if errors:

@@ -153,3 +153,12 @@ async def test_two_senders_never_send_a_row_twice(database: str) -> None:
         assert sorted(m.rcpt_tos[0] for m in sink.messages) == sorted(
             f"c{n}@shop.example" for n in range(20)
         )
+
+
+async def test_internationalised_address_is_sent_with_smtputf8(database: str) -> None:
+    clock = FixedClock(T0)
+    async with running_smtp_sink() as sink:
+        await queue("jdöe@mächine.example", clock)
+        assert await sender_for(sink, clock).run_once() == 1
+        assert sink.messages[0].rcpt_tos == ("jdöe@mächine.example",)
+        assert "jdöe@mächine.example".encode() in sink.messages[0].raw
