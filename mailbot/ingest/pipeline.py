@@ -1,7 +1,7 @@
 """accept(raw bytes) -> Outcome: parse, detect loops, thread, decide, store, queue the answer.
 
-One message, one transaction. The IMAP checkpoint advances in that same transaction, so the
-caller acknowledges the UID on the server only after ``accept`` has returned. What cannot be
+One message, one transaction; the caller acknowledges the UID on the server only after
+``accept`` has returned (and advances the UID checkpoint after the batch). What cannot be
 parsed, and what a bug makes us fail on, is stored raw and quarantined instead (and can be
 replayed with ``mailbot quarantine --retry``). Database trouble is *not* quarantined: it
 propagates as ``DatabaseBusyError`` so the message stays unacknowledged and is fetched again.
@@ -36,7 +36,6 @@ from mailbot.policy import Policy
 from mailbot.rules.engine import MessageView, decide
 from mailbot.tickets.service import (
     Origin,
-    advance_checkpoint,
     apply_inbound,
     find_duplicate,
     queue_outgoing,
@@ -156,7 +155,6 @@ class Intake:
         async with in_transaction() as conn:
             duplicate = await find_duplicate(conn, origin, parsed.message_id, digest)
             if duplicate is not None:
-                await advance_checkpoint(conn, origin)
                 log.info(
                     "duplicate %s message-id %s: %s", origin.label, parsed.message_id, duplicate
                 )
@@ -221,7 +219,6 @@ class Intake:
         try:
             async with in_transaction() as conn:
                 if await find_duplicate(conn, origin, None, digest) is not None:
-                    await advance_checkpoint(conn, origin)
                     return Outcome(
                         Disposition.DUPLICATE, message_id, None, TicketAction.NONE, None, error
                     )

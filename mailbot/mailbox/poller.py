@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from tortoise.transactions import in_transaction
@@ -27,6 +28,7 @@ from mailbot.mailbox.imap import ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
 from mailbot.tickets.service import (
     Origin,
+    advance_checkpoint,
     ensure_mailbox_state,
     find_duplicate,
     sha256_hex,
@@ -89,14 +91,25 @@ class MailboxPoller:
         return handled
 
     async def _process_batch(self, session: ImapSession, batch: list[int]) -> int:
+        """Group commit: one transaction for the batch, a savepoint per message, then ack.
+
+        Each message is atomic on its own (``Intake.accept`` opens a nested transaction, a
+        SAVEPOINT), the batch commits once (one fsync), and only then are the UIDs
+        acknowledged on the server. A database error rolls the whole batch back and nothing
+        is acknowledged: the batch is fetched again after the reconnect.
+        """
         sizes = await session.fetch_sizes(batch)
         limit = self.settings.max_message_bytes
-        wanted = [uid for uid in batch if sizes.get(uid, 0) <= limit]
-        committed: list[int] = [uid for uid in batch if sizes.get(uid, 0) > limit]
-        for uid in committed:
-            await self._record_oversized(session, uid, sizes[uid])
-        try:
-            for message in await session.fetch(wanted):
+        oversized = [uid for uid in batch if sizes.get(uid, 0) > limit]
+        wanted = [uid for uid in batch if uid in sizes and sizes[uid] <= limit]
+        fetched = await session.fetch(wanted) if wanted else []
+        outcomes: Counter[Disposition] = Counter()
+        answered = False
+        async with in_transaction():
+            for uid in oversized:
+                if await self._record_oversized(session, uid, sizes[uid]):
+                    outcomes[Disposition.QUARANTINED] += 1
+            for message in fetched:
                 origin = Origin(
                     label=f"{self.endpoint.mailbox} uid {message.uid}",
                     mailbox=self.key,
@@ -104,17 +117,20 @@ class MailboxPoller:
                     uid=message.uid,
                 )
                 outcome = await self.intake.accept(message.raw, origin)
-                self.stats[outcome.disposition] += 1
-                committed.append(message.uid)
-                if outcome.reply is not None:
-                    self.on_stored()
-        finally:
-            # Whatever committed is acknowledged, even when a later message raised.
-            if committed:
-                await self._ack(session, committed)
-        return len(committed)
+                outcomes[outcome.disposition] += 1
+                answered |= outcome.reply is not None
+            # Every UID of the batch is now handled (or vanished, expunged by another client).
+            await advance_checkpoint(self.key, session.uidvalidity, max(batch))
+        for disposition, count in outcomes.items():
+            self.stats[disposition] += count
+        if answered:
+            self.on_stored()
+        acknowledged = sorted([*oversized, *(m.uid for m in fetched)])
+        if acknowledged:
+            await self._ack(session, acknowledged)
+        return len(acknowledged)
 
-    async def _record_oversized(self, session: ImapSession, uid: int, size: int) -> None:
+    async def _record_oversized(self, session: ImapSession, uid: int, size: int) -> bool:
         origin = Origin(
             label=f"{self.endpoint.mailbox} uid {uid}",
             mailbox=self.key,
@@ -129,12 +145,12 @@ class MailboxPoller:
         digest = sha256_hex(f"oversized {self.key} {session.uidvalidity} {uid}".encode())
         async with in_transaction() as conn:
             if await find_duplicate(conn, origin, None, digest) is not None:
-                return  # recorded before a crash; only the acknowledgement was missing
+                return False  # recorded before a crash; only the acknowledgement was missing
             await store_quarantined(
                 conn, raw=b"", origin=origin, content_hash=digest, error=error, now=self.clock.now()
             )
-        self.stats[Disposition.QUARANTINED] += 1
         log.warning("quarantined %s uid %d: %s", self.label, uid, error)
+        return True
 
     async def _ack(self, session: ImapSession, uids: list[int]) -> None:
         if self.settings.ack.move_to:

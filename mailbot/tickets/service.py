@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
 
 from mailbot.domain import Decision, ParsedMessage, TicketAction, TicketStatus
 from mailbot.ingest.correlate import TicketFacts
@@ -41,29 +42,32 @@ async def find_duplicate(
     conn: BaseDBAsyncClient, origin: Origin, message_id: str | None, content_hash: str
 ) -> str | None:
     """Why this message is already stored, or None. Keys: UID, Message-ID, content hash."""
-    if (
-        origin.uid is not None
-        and await Message.filter(
-            mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid
-        )
-        .using_db(conn)
-        .exists()
-    ):
-        return f"UID {origin.uid} of {origin.mailbox} already stored"
+    condition = Q(content_hash=content_hash)
     if message_id is not None:
-        row = (
-            await Message.filter(message_id=message_id)
-            .using_db(conn)
-            .only("id", "direction")
-            .first()
-        )
-        if row is not None:
-            if row.direction is Direction.OUT:
+        condition |= Q(message_id=message_id)
+    if origin.uid is not None:
+        condition |= Q(mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid)
+    rows = (
+        await Message.filter(condition)
+        .using_db(conn)
+        .limit(5)
+        .values("direction", "message_id", "uid", "mailbox", "uidvalidity", "content_hash")
+    )
+    if not rows:
+        return None
+    for row in rows:
+        if origin.uid is not None and (row["mailbox"], row["uidvalidity"], row["uid"]) == (
+            origin.mailbox,
+            origin.uidvalidity,
+            origin.uid,
+        ):
+            return f"UID {origin.uid} of {origin.mailbox} already stored"
+    for row in rows:
+        if message_id is not None and row["message_id"] == message_id:
+            if row["direction"] == Direction.OUT:
                 return f"Message-ID {message_id} is one we sent"
             return f"Message-ID {message_id} already stored"
-    if await Message.filter(content_hash=content_hash).using_db(conn).exists():
-        return "identical content already stored"
-    return None
+    return "identical content already stored"
 
 
 async def _facts(conn: BaseDBAsyncClient, ticket: Ticket) -> TicketFacts:
@@ -108,16 +112,14 @@ async def thread_facts(
     return known, token_facts
 
 
-async def advance_checkpoint(conn: BaseDBAsyncClient, origin: Origin) -> None:
-    """Record that ``origin.uid`` is processed (monotonic: never moves backwards)."""
-    if origin.mailbox is None or origin.uid is None:
-        return
-    await (
-        MailboxState.filter(
-            key=origin.mailbox, uidvalidity=origin.uidvalidity, last_uid__lt=origin.uid
-        )
-        .using_db(conn)
-        .update(last_uid=origin.uid)
+async def advance_checkpoint(key: str, uidvalidity: int, uid: int) -> None:
+    """Record that every UID up to ``uid`` is processed (monotonic: never moves backwards).
+
+    Called by the poller inside the batch's transaction. Even without it, the
+    (mailbox, UIDVALIDITY, UID) key would make every re-fetched message a duplicate.
+    """
+    await MailboxState.filter(key=key, uidvalidity=uidvalidity, last_uid__lt=uid).update(
+        last_uid=uid
     )
 
 
@@ -145,7 +147,6 @@ async def store_quarantined(
         received_at=now,
         error=error,
     )
-    await advance_checkpoint(conn, origin)
     return row.id
 
 
@@ -201,8 +202,11 @@ async def apply_inbound(
         if action is TicketAction.REOPEN:
             ticket.status = TicketStatus.OPEN
         await ticket.save(using_db=conn, update_fields=["updated_at", "status"])
-    if ticket is not None and not decision.auto.auto_generated:
-        await _add_participant(conn, ticket.id, decision.customer)
+    if ticket is not None and decision.customer and not decision.auto.auto_generated:
+        if action is TicketAction.NEW:
+            await Participant.create(using_db=conn, ticket_id=ticket.id, address=decision.customer)
+        else:
+            await _add_participant(conn, ticket.id, decision.customer)
     row = await Message.create(
         using_db=conn,
         ticket_id=ticket.id if ticket else None,
@@ -223,7 +227,6 @@ async def apply_inbound(
         auto_reason=decision.auto.reason,
         bounce=decision.auto.bounce,
     )
-    await advance_checkpoint(conn, origin)
     return (ticket.id if ticket else None), row.id
 
 
@@ -259,8 +262,6 @@ async def queue_outgoing(
         next_attempt_at=now,
         created_at=now,
     )
-    if ticket_id is not None:
-        await Ticket.filter(id=ticket_id).using_db(conn).update(updated_at=now)
     return row.id
 
 

@@ -259,7 +259,7 @@ async def test_oversized_mail_is_recorded_and_left_on_the_server(
 async def test_commit_without_ack_is_acknowledged_once_after_a_crash(
     imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
 ) -> None:
-    """State after a kill between the commit and the STORE: committed, not acknowledged."""
+    """State after a kill right after the commit: not checkpointed, not acknowledged."""
     settings = make_settings(imap_server, smtp_sink, rules_file, database)
     _, first = mail("Anna <anna@butiken.se>", "Help", "Something is broken in the cart.")
     await append(imap_server, first)
@@ -283,7 +283,8 @@ async def test_commit_without_ack_is_acknowledged_once_after_a_crash(
         await session.close()
 
     report = await Daemon(settings, policy).run_once()  # the restarted daemon
-    assert sum(report.ingested.values()) == 0  # nothing stored twice
+    assert report.ingested[Disposition.STORED] == 0  # nothing stored twice:
+    assert report.ingested[Disposition.DUPLICATE] == 1  # known by (mailbox, UIDVALIDITY, UID)
     assert await MessageRow.filter(direction="in").count() == 1
     assert report.sent == 1  # the acknowledgement queued before the crash goes out
     assert settings.imap is not None

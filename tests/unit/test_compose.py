@@ -87,3 +87,39 @@ def test_small_helpers() -> None:
     assert subject_with_token("Re: Hello [#5]", "[#5]") == "Re: Hello [#5]"
     assert new_message_id("example.com", 5).endswith(".t5@example.com>")
     assert loop_marker("Support@Example.com") == loop_marker("support@example.com")
+
+
+def test_non_ascii_names_and_subject_round_trip_and_lines_stay_short() -> None:
+    raw = _compose(
+        to=Address("kund@shop.se", 'Åsa Öberg, "VD"'),
+        subject="Re: Hjälp med kassan som inte fungerar när kunderna betalar med kort [#5] " * 3,
+    )
+    assert raw.isascii()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["To"].addresses[0].display_name == 'Åsa Öberg, "VD"'
+    assert str(parsed["Subject"]).startswith("Re: Hjälp med kassan")
+    assert parsed.as_bytes().count(b"MIME-Version") == 1
+
+
+def test_internationalised_address_gets_utf8_headers() -> None:
+    out = compose(
+        sender=Address("support@example.com", "Support"),
+        to=Address("jdöe@mächine.example", "Jöhn"),
+        subject="Re: Grüße",
+        text="Hallo\n",
+        html=None,
+        message_id="<a@example.com>",
+        date=datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+        in_reply_to=None,
+        references=(),
+        marker="m",
+        ticket_ref="#1",
+        language="de",
+    )
+    assert out.needs_smtputf8
+    assert "To: Jöhn <jdöe@mächine.example>".encode() in out.raw
+    assert "Subject: Re: Grüße".encode() in out.raw
+    parsed = message_from_bytes(out.raw, policy=policy.default)
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().replace("\r\n", "\n") == "Hallo\n"
