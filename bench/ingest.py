@@ -1,6 +1,9 @@
 """Ingest benchmark: mailbot end to end against a floor measured in the same run.
 
-    .venv/bin/python bench/ingest.py [-n 1000] [--latency 200] [--server pymap|dovecot]
+    .venv/bin/python bench/ingest.py [-n 1000] [--latency 200] [--server dovecot|pymap]
+
+The IMAP server is Dovecot (a separate process, as in production) when installed, else pymap,
+which runs inside this process and so takes CPU from both the floor and mailbot.
 
 1. Generates N realistic messages (new requests in en/sv/it, threaded replies with quotes,
    some HTML-only, some with attachments) and APPENDs them to a real IMAP server.
@@ -28,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -128,11 +132,11 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 async def measure_latency(
-    imap: Any, sink: Any, settings: Any, policy: Any, count: int
+    imap_url: str, sink: Any, settings: Any, policy: Any, count: int
 ) -> list[float]:
     daemon = Daemon(settings, policy)
     task = asyncio.create_task(daemon.run())
-    endpoint = parse_endpoint(imap.url, protocol="imap", password=PASSWORD)
+    endpoint = parse_endpoint(imap_url, protocol="imap", password=PASSWORD)
     session = await ImapSession.open(endpoint)
     latencies: list[float] = []
     try:
@@ -153,12 +157,33 @@ async def measure_latency(
     return latencies
 
 
-async def main(count: int, latency_count: int) -> None:
+@contextlib.asynccontextmanager
+async def imap_server(kind: str) -> AsyncIterator[tuple[str, str, int]]:
+    """(kind, host, port) of a fresh IMAP server with the user USER/PASSWORD."""
+    if kind == "dovecot":
+        sys.path.insert(0, str(REPO))
+        from tests.servers.dovecot import DovecotServer, dovecot_missing_reason
+
+        reason = dovecot_missing_reason()
+        if reason is None:
+            server = DovecotServer.start()
+            try:
+                server.add_user(USER, PASSWORD)
+                yield "dovecot", server.host, server.imap_port
+            finally:
+                server.stop()
+            return
+        print(f"Dovecot unavailable ({reason}); using pymap", file=sys.stderr)
+    async with running_pymap(USER, PASSWORD) as srv:
+        yield "pymap (in-process)", srv.host, srv.port
+
+
+async def main(count: int, latency_count: int, server: str) -> None:
     logging.basicConfig(level=logging.WARNING)
     raws = generate(count)
     state = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
-    async with running_pymap(USER, PASSWORD) as imap, running_smtp_sink() as sink:
-        imap_url = f"imap+plain://{USER}@{imap.host}:{imap.port}/INBOX"
+    async with imap_server(server) as (kind, host, port), running_smtp_sink() as sink:
+        imap_url = f"imap+plain://{USER}@{host}:{port}/INBOX"
         settings = load_settings(
             {
                 "MAILBOT_STATE_DIR": str(state),
@@ -188,11 +213,12 @@ async def main(count: int, latency_count: int) -> None:
                 sent += batch
             total_s = time.perf_counter() - start
             stats = dict(daemon.poller.stats)
-            latencies = await measure_latency(imap, sink, settings, policy, latency_count)
+            latencies = await measure_latency(imap_url, sink, settings, policy, latency_count)
         finally:
             await close_database()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ingest_rate = count / ingest_s
+    print(f"IMAP server:         {kind}")
     print(f"messages:            {count} ({', '.join(f'{k.value} {v}' for k, v in stats.items())})")
     print(f"APPEND rate:         {append_rate:8.1f} msg/s (setup, not a figure)")
     print(f"floor (fetch+parse): {floor_rate:8.1f} msg/s")
@@ -212,6 +238,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=1000, help="messages to ingest")
     parser.add_argument("--latency", type=int, default=200, help="messages for the latency run")
+    parser.add_argument("--server", choices=["dovecot", "pymap"], default="dovecot")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.latency))
+    asyncio.run(main(args.n, args.latency, args.server))
     sys.exit(0)
