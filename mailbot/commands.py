@@ -12,7 +12,7 @@ from tortoise import connections
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, ParseError
-from mailbot.ingest.pipeline import Intake, analyse, parse_off_loop
+from mailbot.ingest.pipeline import Analysis, Intake, analyse, parse_off_loop
 from mailbot.ingest.sources import iter_raw
 from mailbot.outbound.reply import build_reply
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
@@ -56,16 +56,17 @@ async def check(settings: Settings) -> int:
     return 0
 
 
-async def _open_read_only(settings: Settings) -> None:
-    """The live database if it exists (never written), else an empty in-memory one."""
+async def _open_for_reading(settings: Settings) -> None:
+    """The live database if it exists, else an empty in-memory one.
+
+    Nothing is created or written: the schema is not touched and ``analyse`` only SELECTs.
+    """
     url = settings.db_url
     if url.startswith("sqlite://"):
         path = Path(url.removeprefix("sqlite://").split("?")[0])
         if not await asyncio.to_thread(path.exists):
             await open_database("sqlite://:memory:")
             return
-        await open_database(url + ("&" if "?" in url else "?") + "mode=ro", create_schema=False)
-        return
     await open_database(url, create_schema=False)
 
 
@@ -81,7 +82,7 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
         result: dict[str, object] = {"file": str(file), "quarantine": True, "error": str(exc)}
         _out(dump_json(result) if as_json else f"{file}: would be quarantined: {exc}")
         return 0
-    await _open_read_only(settings)
+    await _open_for_reading(settings)
     try:
         analysis = await analyse(connections.get("default"), parsed, policy, clock.now())
     finally:
@@ -94,10 +95,7 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
     return 0
 
 
-def simulation_result(policy: Policy, analysis: object, now: datetime) -> dict[str, object]:
-    from mailbot.ingest.pipeline import Analysis
-
-    assert isinstance(analysis, Analysis)
+def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict[str, object]:
     decision = analysis.decision
     parsed = analysis.parsed
     prefix = policy.rules.identity.ticket_prefix
@@ -159,7 +157,9 @@ def _print_simulation(result: dict[str, object]) -> None:
     _out(f"auto:      {result['auto_generated']} ({result['auto_generated_reason'] or '-'})")
     _out(f"ticket:    {ticket['action']} {ticket['ref'] or ''} ({ticket['reason']})")
     _out(f"deadline:  {result['deadline'] or '-'}")
-    _out("rules:     " + "; ".join(str(hit) for hit in result["rule_hits"]))  # type: ignore[attr-defined]
+    hits = result["rule_hits"]
+    assert isinstance(hits, list)
+    _out("rules:     " + "; ".join(str(hit) for hit in hits))
     reply = result["reply"]
     if reply is None:
         _out("reply:     none")

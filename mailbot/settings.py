@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailbot.endpoints import Endpoint, parse_endpoint
@@ -60,9 +60,6 @@ class Settings:
             ]
             raise ConfigError(f"{' and '.join(missing)} must be set to run the daemon")
         return self.imap, self.smtp
-
-    def with_overrides(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

@@ -23,8 +23,8 @@ from mailbot.mailbox.imap import ImapSession
 from mailbot.outbound.compose import loop_marker
 from mailbot.policy import Policy
 from mailbot.settings import DONE_KEYWORD
+from mailbot.tickets.models import MailboxState, MessageState, OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.models import Message as MessageRow
-from mailbot.tickets.models import MessageState, OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.queries import list_tickets
 from mailbot.tickets.service import Origin, ensure_mailbox_state
 from tests.e2e.conftest import make_settings
@@ -313,3 +313,25 @@ async def test_daemon_idles_and_answers_new_mail_without_polling(
         await asyncio.wait_for(task, timeout=30)
     assert len(smtp_sink.messages) == 3
     assert await Ticket.all().count() == 3
+
+
+async def test_uidvalidity_change_resyncs_without_duplicates_or_gaps(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    """The server renumbered its UIDs: everything is fetched again; only new mail is stored."""
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    _, first = mail("Anna <anna@butiken.se>", "Kassan", "Kassan fungerar inte.")
+    _, second = mail("Mario <mario@negozio.it>", "Aiuto", "Il carrello non funziona.")
+    await append(imap_server, first, second)
+    daemon = Daemon(settings, policy)
+    assert (await daemon.run_once()).ingested[Disposition.STORED] == 2
+    # What a changed UIDVALIDITY looks like to us: the stored one no longer matches.
+    await MailboxState.filter(key=daemon.poller.key).update(uidvalidity=1, last_uid=999)
+    _, third = mail("John <john@example.org>", "New question", "Where is my invoice?")
+    await append(imap_server, third)
+    report = await daemon.run_once()
+    assert report.ingested[Disposition.STORED] == 1  # nothing skipped
+    assert report.ingested[Disposition.DUPLICATE] == 2  # nothing stored twice
+    assert await MessageRow.filter(direction="in").count() == 3
+    state = await MailboxState.get(key=daemon.poller.key)
+    assert state.uidvalidity != 1 and state.last_uid >= 3
