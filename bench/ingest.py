@@ -43,7 +43,7 @@ from mailbot.daemon import Daemon
 from mailbot.devservers.pymap_server import running_pymap
 from mailbot.devservers.smtp_sink import running_smtp_sink
 from mailbot.endpoints import parse_endpoint
-from mailbot.mailbox.imap import ImapSession
+from mailbot.mailbox.imap import ImapSession, append_messages
 from mailbot.policy import load_policy
 from mailbot.settings import load_settings
 from mailbot.tickets.database import close_database, open_database, sqlite_url
@@ -98,15 +98,6 @@ def generate(count: int, seed: int = 7) -> list[bytes]:
             )
         out.append(msg.as_bytes())
     return out
-
-
-async def append_all(endpoint: Any, raws: list[bytes]) -> None:
-    session = await ImapSession.open(endpoint)
-    try:
-        for raw in raws:
-            await session.append(raw)
-    finally:
-        await session.close()
 
 
 async def floor(endpoint: Any, batch: int) -> float:
@@ -198,7 +189,7 @@ async def main(count: int, latency_count: int, server: str) -> None:
         assert settings.imap is not None
         policy = load_policy(settings.rules_path, settings.templates_dir)
         t0 = time.perf_counter()
-        await append_all(settings.imap, raws)
+        await append_messages(settings.imap, raws)
         append_rate = count / (time.perf_counter() - t0)
         floor_rate = await floor(settings.imap, settings.batch)
 

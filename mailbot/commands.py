@@ -12,9 +12,8 @@ from tortoise import connections
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, ParseError
-from mailbot.ingest.pipeline import Analysis, Intake, analyse, parse_off_loop
+from mailbot.ingest.pipeline import Analysis, Intake, analyse, answer_for, parse_off_loop
 from mailbot.ingest.sources import iter_raw
-from mailbot.outbound.reply import build_reply
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
 from mailbot.settings import Settings
@@ -101,17 +100,9 @@ def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict
     prefix = policy.rules.identity.ticket_prefix
     ticket_id = decision.thread.ticket_id
     reply: dict[str, object] | None = None
-    if decision.reply is not None:
-        out, rendered = build_reply(
-            policy,
-            decision=decision,
-            reply=decision.reply,
-            ticket_id=ticket_id,
-            subject=analysis.subject,
-            parent_id=parsed.message_id,
-            parent_references=parsed.references,
-            now=now,
-        )
+    answer = answer_for(policy, analysis, ticket_id, now)
+    if answer is not None and decision.reply is not None:
+        out, rendered = answer
         reply = {
             "template": decision.reply.template,
             "kind": decision.reply.kind.value,

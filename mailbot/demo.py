@@ -21,7 +21,7 @@ from mailbot.daemon import Daemon
 from mailbot.devservers.pymap_server import running_pymap
 from mailbot.devservers.smtp_sink import SmtpSink, running_smtp_sink
 from mailbot.endpoints import parse_endpoint
-from mailbot.mailbox.imap import ImapSession
+from mailbot.mailbox.imap import append_messages
 from mailbot.policy import load_policy
 from mailbot.settings import load_settings
 from mailbot.tickets.database import close_database, open_database, sqlite_url
@@ -123,12 +123,12 @@ async def run_demo(rules: Path | None = None, state_dir: Path | None = None) -> 
         try:
             daemon = Daemon(settings, policy)
             appender = parse_endpoint(imap_url, protocol="imap", password=PASSWORD)
-            await _append_all(appender, FIRST_ROUND)
+            await append_messages(appender, FIRST_ROUND)
             _say(f"\n-- round 1: {len(FIRST_ROUND)} customer mails appended over IMAP")
             report = await daemon.run_once()
             _say(f"   daemon: {_counts(report.ingested)}; replies sent {report.sent}")
             second = _second_round(sink)
-            await _append_all(appender, second)
+            await append_messages(appender, second)
             _say(f"\n-- round 2: a follow-up and an out-of-office reply ({len(second)} mails)")
             report = await daemon.run_once()
             _say(f"   daemon: {_counts(report.ingested)}; replies sent {report.sent}")
@@ -136,18 +136,6 @@ async def run_demo(rules: Path | None = None, state_dir: Path | None = None) -> 
         finally:
             await close_database()
     return 0
-
-
-async def _append_all(endpoint: object, raws: list[bytes]) -> None:
-    from mailbot.endpoints import Endpoint
-
-    assert isinstance(endpoint, Endpoint)
-    session = await ImapSession.open(endpoint)
-    try:
-        for raw in raws:
-            await session.append(raw)
-    finally:
-        await session.close()
 
 
 def _counts(counts: object) -> str:

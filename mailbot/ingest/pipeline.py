@@ -31,6 +31,8 @@ from mailbot.ingest.autogen import classify_auto
 from mailbot.ingest.correlate import clean_subject, correlate, find_token
 from mailbot.ingest.parse import parse_message
 from mailbot.ingest.quotes import new_text
+from mailbot.outbound.compose import Outgoing
+from mailbot.outbound.render import Rendered
 from mailbot.outbound.reply import build_reply
 from mailbot.policy import Policy
 from mailbot.rules.engine import MessageView, decide
@@ -114,6 +116,25 @@ async def analyse(
     return Analysis(parsed=parsed, subject=subject, text=text, decision=decision)
 
 
+def answer_for(
+    policy: Policy, analysis: Analysis, ticket_id: int | None, now: datetime
+) -> tuple[Outgoing, Rendered] | None:
+    """The composed automatic answer the decision asks for (None when it asks for none)."""
+    reply = analysis.decision.reply
+    if reply is None:
+        return None
+    return build_reply(
+        policy,
+        decision=analysis.decision,
+        reply=reply,
+        ticket_id=ticket_id,
+        subject=analysis.subject,
+        parent_id=analysis.parsed.message_id,
+        parent_references=analysis.parsed.references,
+        now=now,
+    )
+
+
 class Intake:
     """The intake pipeline. ``policy`` is read once per message: one consistent ruleset."""
 
@@ -180,19 +201,14 @@ class Intake:
                 now=now,
             )
             reply_kind = None
-            if decision.reply is not None and self.send_replies:
-                out, _ = build_reply(
-                    policy,
-                    decision=decision,
-                    reply=decision.reply,
-                    ticket_id=ticket_id,
-                    subject=analysis.subject,
-                    parent_id=parsed.message_id,
-                    parent_references=parsed.references,
-                    now=now,
-                )
+            answer = answer_for(policy, analysis, ticket_id, now) if self.send_replies else None
+            if answer is not None and decision.reply is not None:
                 await queue_outgoing(
-                    conn, ticket_id=ticket_id, kind=decision.reply.kind.value, out=out, now=now
+                    conn,
+                    ticket_id=ticket_id,
+                    kind=decision.reply.kind.value,
+                    out=answer[0],
+                    now=now,
                 )
                 reply_kind = decision.reply.kind
         log.info(

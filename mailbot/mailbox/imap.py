@@ -814,3 +814,19 @@ class ImapSession:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def append_messages(endpoint: Endpoint, raws: Iterable[bytes]) -> int:
+    """Open a session, APPEND each message to the endpoint's mailbox, close.
+
+    For the demo, tests and benchmarks, which play the part of the customers' mail server.
+    """
+    session = await ImapSession.open(endpoint)
+    count = 0
+    try:
+        for raw in raws:
+            await session.append(raw)
+            count += 1
+    finally:
+        await session.close()
+    return count

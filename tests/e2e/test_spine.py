@@ -19,7 +19,7 @@ from mailbot.clock import SystemClock
 from mailbot.daemon import Daemon
 from mailbot.domain import Disposition, TicketStatus
 from mailbot.endpoints import parse_endpoint
-from mailbot.mailbox.imap import ImapSession
+from mailbot.mailbox.imap import ImapSession, append_messages
 from mailbot.outbound.compose import loop_marker
 from mailbot.policy import Policy
 from mailbot.settings import DONE_KEYWORD
@@ -60,12 +60,7 @@ async def append(imap_server: Any, *raws: bytes) -> None:
         protocol="imap",
         password=imap_server.password,
     )
-    session = await ImapSession.open(endpoint)
-    try:
-        for raw in raws:
-            await session.append(raw)
-    finally:
-        await session.close()
+    await append_messages(endpoint, raws)
 
 
 def received(sink: Any) -> list[Message]:
