@@ -7,6 +7,7 @@ installed; in CI Dovecot is mandatory).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, make_msgid
@@ -28,6 +29,7 @@ from mailbot.tickets.models import Message as MessageRow
 from mailbot.tickets.queries import list_tickets
 from mailbot.tickets.service import Origin, ensure_mailbox_state
 from tests.e2e.conftest import make_settings
+from tests.servers.proxy import cuttable_proxy
 
 
 def mail(
@@ -330,3 +332,29 @@ async def test_uidvalidity_change_resyncs_without_duplicates_or_gaps(
     assert await MessageRow.filter(direction="in").count() == 3
     state = await MailboxState.get(key=daemon.poller.key)
     assert state.uidvalidity != 1 and state.last_uid >= 3
+
+
+async def test_daemon_reconnects_after_the_connection_is_cut(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    async with cuttable_proxy(imap_server.host, imap_server.port) as proxy:
+        settings = make_settings(imap_server, smtp_sink, rules_file, database)
+        assert settings.imap is not None
+        settings = dataclasses.replace(
+            settings, imap=dataclasses.replace(settings.imap, port=proxy.port)
+        )
+        daemon = Daemon(settings, policy)
+        task = asyncio.create_task(daemon.run())
+        try:
+            _, first = mail("Anna <anna@butiken.se>", "First", "Kassan fungerar inte.")
+            await append(imap_server, first)
+            await smtp_sink.wait_for(1, timeout=15)
+            assert proxy.cut() >= 1  # the daemon's IDLE connection dies under it
+            _, second = mail("Mario <mario@negozio.it>", "Second", "Il carrello non va.")
+            await append(imap_server, second)
+            await smtp_sink.wait_for(2, timeout=15)
+        finally:
+            daemon.stop.set()
+            await asyncio.wait_for(task, timeout=30)
+        assert proxy.connections >= 2
+    assert await Ticket.all().count() == 2
