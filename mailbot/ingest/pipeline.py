@@ -157,11 +157,8 @@ class Intake:
         except (OperationalError, DBConnectionError) as exc:
             raise DatabaseBusyError(f"database refused {origin.label}: {exc}") from exc
         except IntegrityError as exc:
-            # Another daemon (or an earlier attempt) stored it first: that is a duplicate.
-            log.warning("integrity error on %s (%s): treating as duplicate", origin.label, exc)
-            return Outcome(
-                Disposition.DUPLICATE, parsed.message_id, None, TicketAction.NONE, None, str(exc)
-            )
+            # Usually another daemon stored it first; if not, keep it rather than lose it.
+            return await self._after_conflict(raw, parsed, origin, digest, exc)
         except Exception as exc:
             log.exception("intake failed on %s message-id %s", origin.label, parsed.message_id)
             return await self._quarantine(
@@ -227,6 +224,21 @@ class Intake:
             decision.thread.action,
             reply_kind,
             decision.thread.reason,
+        )
+
+    async def _after_conflict(
+        self, raw: bytes, parsed: ParsedMessage, origin: Origin, digest: str, exc: Exception
+    ) -> Outcome:
+        async with in_transaction() as conn:
+            duplicate = await find_duplicate(conn, origin, parsed.message_id, digest)
+        if duplicate is not None:
+            log.info("duplicate %s message-id %s: %s", origin.label, parsed.message_id, duplicate)
+            return Outcome(
+                Disposition.DUPLICATE, parsed.message_id, None, TicketAction.NONE, None, duplicate
+            )
+        log.error("integrity error on %s message-id %s: %s", origin.label, parsed.message_id, exc)
+        return await self._quarantine(
+            raw, origin, digest, f"intake failed: {exc!r}", parsed.message_id
         )
 
     async def _quarantine(

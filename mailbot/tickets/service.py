@@ -27,6 +27,14 @@ from mailbot.tickets.models import (
     Ticket,
 )
 
+# Column widths of the models; hostile input is clipped to them rather than refused.
+_ID_MAX, _ADDRESS_MAX, _NAME_MAX, _SOURCE_MAX = 998, 320, 255, 1024
+
+
+def _storable_id(message_id: str | None) -> str | None:
+    """A Message-ID longer than a header line may be is invalid: it is not kept as a key."""
+    return message_id if message_id is not None and len(message_id) <= _ID_MAX else None
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -43,7 +51,7 @@ async def find_duplicate(
 ) -> str | None:
     """Why this message is already stored, or None. Keys: UID, Message-ID, content hash."""
     condition = Q(content_hash=content_hash)
-    if message_id is not None:
+    if _storable_id(message_id) is not None:
         condition |= Q(message_id=message_id)
     if origin.uid is not None:
         condition |= Q(mailbox=origin.mailbox, uidvalidity=origin.uidvalidity, uid=origin.uid)
@@ -137,11 +145,11 @@ async def store_quarantined(
         using_db=conn,
         direction=Direction.IN,
         state=MessageState.QUARANTINED,
-        message_id=message_id,
+        message_id=_storable_id(message_id),
         mailbox=origin.mailbox,
         uidvalidity=origin.uidvalidity,
         uid=origin.uid,
-        source=origin.label,
+        source=origin.label[:_SOURCE_MAX],
         content_hash=content_hash,
         raw_bytes=raw,
         received_at=now,
@@ -157,8 +165,8 @@ async def _open_ticket(
         using_db=conn,
         status=TicketStatus.NEW,
         plan=decision.plan,
-        customer=decision.customer,
-        customer_name=customer_name,
+        customer=decision.customer[:_ADDRESS_MAX],
+        customer_name=customer_name[:_NAME_MAX],
         language=decision.language,
         subject=subject,
         created_at=now,
@@ -175,7 +183,7 @@ async def _add_participant(conn: BaseDBAsyncClient, ticket_id: int, address: str
         .using_db(conn)
         .exists()
     ):
-        await Participant.create(using_db=conn, ticket_id=ticket_id, address=address)
+        await Participant.create(using_db=conn, ticket_id=ticket_id, address=address[:_ADDRESS_MAX])
 
 
 async def apply_inbound(
@@ -204,21 +212,23 @@ async def apply_inbound(
         await ticket.save(using_db=conn, update_fields=["updated_at", "status"])
     if ticket is not None and decision.customer and not decision.auto.auto_generated:
         if action is TicketAction.NEW:
-            await Participant.create(using_db=conn, ticket_id=ticket.id, address=decision.customer)
+            await Participant.create(
+                using_db=conn, ticket_id=ticket.id, address=decision.customer[:_ADDRESS_MAX]
+            )
         else:
             await _add_participant(conn, ticket.id, decision.customer)
     row = await Message.create(
         using_db=conn,
         ticket_id=ticket.id if ticket else None,
         direction=Direction.IN,
-        message_id=msg.message_id,
+        message_id=_storable_id(msg.message_id),
         mailbox=origin.mailbox,
         uidvalidity=origin.uidvalidity,
         uid=origin.uid,
-        source=origin.label,
+        source=origin.label[:_SOURCE_MAX],
         content_hash=content_hash,
         raw_bytes=raw,
-        from_addr=msg.from_.key if msg.from_ else "",
+        from_addr=msg.from_.key[:_ADDRESS_MAX] if msg.from_ else "",
         subject=msg.subject,
         text=new_text,
         sent_date=msg.date,

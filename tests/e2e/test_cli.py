@@ -186,3 +186,18 @@ def test_plain_text_to_a_remote_host_is_refused(
     code = main(["--imap", "imap+plain://u@mail.example.com/INBOX", "check"])
     assert code == EXIT_CONFIG
     assert "loopback" in capsys.readouterr().err
+
+
+def test_hostile_field_lengths_are_stored_not_lost(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_name = "N" * 300
+    long_id = "<" + "x" * 1200 + "@example.org>"
+    path = env / "hostile.eml"
+    path.write_bytes(eml(f'"{long_name}" <anna@butiken.se>', "Kassan", "Kassan ger fel.", long_id))
+    capsys.readouterr()
+    assert main(["import", str(path), "--no-send"]) == 0
+    assert "stored 1" in capsys.readouterr().out
+    tickets = run_json(capsys, "tickets", "--json")
+    assert isinstance(tickets, list) and len(tickets) == 1
+    assert tickets[0]["customer_name"] == "N" * 255
