@@ -17,6 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.transactions import in_transaction
 
 from mailbot.clock import Clock
@@ -68,6 +69,7 @@ class MailboxPoller:
         self.key = mailbox_key(endpoint)
         self.label = endpoint.redacted()
         self.stats: dict[Disposition, int] = dict.fromkeys(Disposition, 0)
+        self._reconciled: ImapSession | None = None
 
     async def open(self) -> ImapSession:
         return await ImapSession.open(self.endpoint)
@@ -83,7 +85,11 @@ class MailboxPoller:
     async def sync(self, session: ImapSession) -> int:
         async with in_transaction() as conn:
             last_uid = await ensure_mailbox_state(conn, self.key, session.uidvalidity)
-        await self._reconcile(session, last_uid)
+        if session is not self._reconciled:
+            # Once per connection: a server that drops our keyword would otherwise be asked
+            # to flag the whole mailbox again at every sync.
+            await self._reconcile(session, last_uid)
+            self._reconciled = session
         uids = await session.search_uids(last_uid + 1)
         handled = 0
         for batch in chunks(uids, self.settings.batch):
@@ -197,7 +203,15 @@ class MailboxPoller:
             except ImapPermanentError as exc:
                 log.error("%s: %s (retrying in %.0f s)", self.label, exc, BACKOFF_CAP)
                 delay = BACKOFF_CAP
-            except (TransientError, MailbotError, OSError) as exc:
+            except (
+                TransientError,
+                MailbotError,
+                OSError,
+                OperationalError,
+                DBConnectionError,
+            ) as exc:
+                # Database trouble outside a message (checkpoint, batch commit): nothing was
+                # acknowledged, so reconnecting and fetching again loses nothing.
                 log.warning("%s: %s (reconnecting in %.1f s)", self.label, exc, delay)
             finally:
                 if session is not None:
