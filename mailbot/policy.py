@@ -11,6 +11,8 @@ from mailbot.outbound.render import TemplateRenderer
 from mailbot.rules.loader import load_rules
 from mailbot.rules.schema import Rules
 
+TEAM_TEMPLATES = ("reminder", "escalation")
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -41,4 +43,6 @@ def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
     rules = load_rules(rules_path)
     renderer = TemplateRenderer(templates_dir, default_language=rules.default_language)
     renderer.validate(names=rules.templates.names(), languages=rules.languages)
+    # Notices to the team are written in the default language.
+    renderer.validate(names=TEAM_TEMPLATES, languages=[rules.default_language])
     return Policy(rules=rules, renderer=renderer, source=rules_path)

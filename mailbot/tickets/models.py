@@ -55,6 +55,9 @@ class Ticket(Model):
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField()
     deadline = fields.DatetimeField(null=True, db_index=True)
+    severity = fields.CharField(max_length=4, default="L4")
+    urgent = fields.BooleanField(default=False)
+    priority = fields.IntField(default=0, db_index=True)
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name=False, null=True, on_delete=fields.SET_NULL
     )
@@ -137,3 +140,63 @@ class OutboxRow(Model):
 
     class Meta:
         table = "outbox"
+
+
+class ClockStatus(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    MET = "met"
+    BREACHED = "breached"
+
+
+class TicketClock(Model):
+    """One SLA clock of a ticket (first response, registered, action started, resolution)."""
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="clocks", on_delete=fields.CASCADE
+    )
+    ticket_id: int
+    name = fields.CharField(max_length=32)
+    status = fields.CharEnumField(ClockStatus, max_length=16, default=ClockStatus.RUNNING)
+    started_at = fields.DatetimeField()
+    due_at = fields.DatetimeField(null=True, db_index=True)
+    paused_at = fields.DatetimeField(null=True)
+    met_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "ticket_clock"
+        unique_together = (("ticket", "name"),)
+
+
+class ReminderStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    SKIPPED = "skipped"  # no longer relevant: clock met, paused, or ticket closed
+    MISSED = "missed"  # fell due while no daemon ran, and a later one supersedes it
+
+
+class Reminder(Model):
+    """A notice due at ``due_at``: a warning before a deadline, or the escalation at breach.
+
+    The row is the truth; the scheduler only wakes the sweep. It is claimed by a conditional
+    UPDATE (pending -> sent) in the same transaction as its outbox row, so it goes out once
+    across restarts and across several daemons on one database.
+    """
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="reminders", on_delete=fields.CASCADE
+    )
+    ticket_id: int
+    clock = fields.CharField(max_length=32)
+    kind = fields.CharField(max_length=32)  # "percent:80", "before:30", "breach"
+    recipient = fields.CharField(max_length=320)
+    due_at = fields.DatetimeField(db_index=True)
+    status = fields.CharEnumField(ReminderStatus, max_length=16, default=ReminderStatus.PENDING)
+    decided_at = fields.DatetimeField(null=True)
+    note = fields.TextField(null=True)
+
+    class Meta:
+        table = "reminder"
+        unique_together = (("ticket", "clock", "kind"),)

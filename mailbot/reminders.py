@@ -1,0 +1,256 @@
+"""Reminders and escalations: rows in the database, swept into the outbox exactly once.
+
+APScheduler only wakes the sweep (at the next due row, plus a safety sweep); the rows are the
+truth. A due reminder is decided in one transaction:
+
+* **claimed** by a conditional UPDATE ``pending -> sent|skipped|missed``; a second daemon (or a
+  second sweep) that lost the race updates nothing and moves on, so a reminder is sent at most
+  once, and the outbox row that carries it commits together with the claim, so at least once;
+* **skipped** when it no longer matters: the ticket was resolved or closed, or the clock was met
+  or paused in the meantime (a resumed clock gets fresh rows);
+* **missed** when it fell due while no daemon ran and a later reminder of the same clock is
+  also due: only the latest one goes out, the earlier ones are recorded as missed;
+* otherwise **sent**: its notice is composed and queued as an outbox row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from mailbot.clock import Clock
+from mailbot.domain import Address, TicketStatus
+from mailbot.outbound.compose import compose, new_message_id, reference_chain
+from mailbot.policy import Policy
+from mailbot.rules.deadline import format_deadline
+from mailbot.tickets.models import (
+    ClockStatus,
+    Direction,
+    Message,
+    Reminder,
+    ReminderStatus,
+    Ticket,
+    TicketClock,
+)
+from mailbot.tickets.service import queue_outgoing
+
+log = logging.getLogger(__name__)
+
+# A reminder handled later than this after its due time counts as late (daemon was down).
+LATE_AFTER = timedelta(minutes=15)
+BREACH = "breach"
+CLOCK_NAMES: dict[str, dict[str, str]] = {
+    "en": {
+        "first_response": "first response",
+        "registered": "registration",
+        "action_started": "start of work",
+        "resolution": "resolution",
+    },
+    "sv": {
+        "first_response": "första svar",
+        "registered": "registrering",
+        "action_started": "påbörjat arbete",
+        "resolution": "lösning",
+    },
+    "it": {
+        "first_response": "prima risposta",
+        "registered": "registrazione",
+        "action_started": "inizio lavori",
+        "resolution": "risoluzione",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedReminder:
+    clock: str
+    kind: str  # "percent:80", "before:30", "breach"
+    due_at: datetime
+    recipient: str
+
+
+@dataclass
+class SweepReport:
+    sent: int = 0
+    skipped: int = 0
+    missed: int = 0
+    lost_races: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+async def plan_reminders(
+    conn: BaseDBAsyncClient, ticket_id: int, planned: Iterable[PlannedReminder]
+) -> int:
+    """Replace the ticket's pending reminders with ``planned`` (sent ones are never redone)."""
+    await (
+        Reminder.filter(ticket_id=ticket_id, status=ReminderStatus.PENDING).using_db(conn).delete()
+    )
+    done = {
+        (row.clock, row.kind)
+        for row in await Reminder.filter(ticket_id=ticket_id).using_db(conn).only("clock", "kind")
+    }
+    rows = [
+        Reminder(
+            ticket_id=ticket_id,
+            clock=p.clock,
+            kind=p.kind,
+            due_at=p.due_at,
+            recipient=p.recipient,
+        )
+        for p in planned
+        if (p.clock, p.kind) not in done
+    ]
+    if rows:
+        await Reminder.bulk_create(rows, using_db=conn)
+    return len(rows)
+
+
+class ReminderSweeper:
+    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
+        self.policy = policy
+        self.clock = clock
+
+    async def next_due(self) -> datetime | None:
+        row = (
+            await Reminder.filter(status=ReminderStatus.PENDING)
+            .order_by("due_at")
+            .only("id", "due_at")
+            .first()
+        )
+        return row.due_at if row else None
+
+    async def run_once(self) -> SweepReport:
+        now = self.clock.now()
+        report = SweepReport()
+        due = (
+            await Reminder.filter(status=ReminderStatus.PENDING, due_at__lte=now)
+            .order_by("due_at", "id")
+            .limit(500)
+        )
+        latest: dict[tuple[int, str], datetime] = {}
+        for row in due:
+            key = (row.ticket_id, row.clock)
+            latest[key] = max(latest.get(key, row.due_at), row.due_at)
+        for row in due:
+            verdict = await self._decide(row, now, latest[(row.ticket_id, row.clock)])
+            if verdict is None:
+                report.lost_races += 1
+            elif verdict == ReminderStatus.SENT:
+                report.sent += 1
+            elif verdict == ReminderStatus.MISSED:
+                report.missed += 1
+            else:
+                report.skipped += 1
+        return report
+
+    async def _decide(
+        self, row: Reminder, now: datetime, latest_due: datetime
+    ) -> ReminderStatus | None:
+        async with in_transaction() as conn:
+            ticket = await Ticket.get(id=row.ticket_id, using_db=conn)
+            clock = (
+                await TicketClock.filter(ticket_id=row.ticket_id, name=row.clock)
+                .using_db(conn)
+                .first()
+            )
+            status, note = _relevance(row, ticket, clock, now, latest_due)
+            claimed = (
+                await Reminder.filter(id=row.id, status=ReminderStatus.PENDING)
+                .using_db(conn)
+                .update(status=status, decided_at=now, note=note)
+            )
+            if not claimed:
+                return None  # another sweep or daemon decided it first
+            if status is ReminderStatus.SENT:
+                await self._queue_notice(conn, row, ticket, now)
+        log.info(
+            "reminder %d ticket #%d clock %s %s due %s: %s%s",
+            row.id,
+            row.ticket_id,
+            row.clock,
+            row.kind,
+            row.due_at.isoformat(),
+            status.value,
+            f" ({note})" if note else "",
+        )
+        return status
+
+    async def _queue_notice(
+        self, conn: BaseDBAsyncClient, row: Reminder, ticket: Ticket, now: datetime
+    ) -> None:
+        policy = self.policy()
+        rules = policy.rules
+        language = rules.default_language
+        template = "escalation" if row.kind == BREACH else "reminder"
+        first = (
+            await Message.filter(ticket_id=ticket.id, direction=Direction.IN)
+            .using_db(conn)
+            .order_by("id")
+            .only("message_id")
+            .first()
+        )
+        parent = first.message_id if first else None
+        ref = f"{rules.identity.ticket_prefix}#{ticket.id}"
+        context: dict[str, object] = {
+            "ticket_ref": ref,
+            "subject": ticket.subject,
+            "customer": ticket.customer,
+            "customer_name": ticket.customer_name,
+            "plan_name": rules.plans[ticket.plan].name
+            if ticket.plan in rules.plans
+            else ticket.plan,
+            "severity": ticket.severity,
+            "urgent": ticket.urgent,
+            "clock": row.clock,
+            "clock_name": CLOCK_NAMES.get(language, CLOCK_NAMES["en"]).get(row.clock, row.clock),
+            "kind": row.kind,
+            "due_text": format_deadline(row.due_at, rules.tz, language),
+            "support_name": rules.identity.name,
+        }
+        rendered = policy.renderer.render(template, language, context)
+        out = compose(
+            sender=policy.support,
+            to=Address(row.recipient),
+            subject=f"{rendered.subject} [{ref}]",
+            text=rendered.text,
+            html=rendered.html,
+            message_id=new_message_id(policy.domain, ticket.id),
+            date=now,
+            in_reply_to=parent,
+            references=reference_chain(parent, ()),
+            marker=policy.marker,
+            ticket_ref=ref,
+            language=language,
+            auto_submitted="auto-generated",
+        )
+        await queue_outgoing(conn, ticket_id=ticket.id, kind=template, out=out, now=now)
+
+
+_CLOSED = {TicketStatus.RESOLVED, TicketStatus.CLOSED}
+
+
+def _relevance(
+    row: Reminder,
+    ticket: Ticket,
+    clock: TicketClock | None,
+    now: datetime,
+    latest_due: datetime,
+) -> tuple[ReminderStatus, str | None]:
+    """Pure: what to do with a due reminder, and why."""
+    if ticket.status in _CLOSED:
+        return ReminderStatus.SKIPPED, f"ticket {ticket.status.value}"
+    if clock is None:
+        return ReminderStatus.SKIPPED, "clock no longer exists"
+    if clock.status is ClockStatus.MET:
+        return ReminderStatus.SKIPPED, "clock met"
+    if clock.status is ClockStatus.PAUSED:
+        return ReminderStatus.SKIPPED, "clock paused (waiting on the customer)"
+    late = now - row.due_at > LATE_AFTER
+    if late and row.due_at < latest_due:
+        return ReminderStatus.MISSED, "fell due while no daemon ran; a later reminder supersedes it"
+    return ReminderStatus.SENT, None
