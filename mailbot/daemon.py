@@ -19,6 +19,7 @@ from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.poller import MailboxPoller
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
+from mailbot.reminders import ReminderSweeper
 from mailbot.settings import Settings
 from mailbot.tickets.database import close_database, open_database
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # The outbox is swept at least this often, for retries whose backoff has run out.
 SWEEP_SECONDS = 30.0
+# Reminders: the scheduler wakes the sweep at the next due row; this is the safety net.
+REMINDER_SWEEP_SECONDS = 60.0
 
 
 @dataclass
@@ -42,16 +45,23 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.intake = Intake(policy, self.clock)
         self.wake_sender = asyncio.Event()
+        self.wake_reminders = asyncio.Event()
         self.poller = MailboxPoller(
-            imap, self.intake, settings, self.clock, on_stored=self.wake_sender.set
+            imap, self.intake, settings, self.clock, on_stored=self._on_stored
         )
         self.sender = OutboxSender(SmtpTransport(smtp), self.clock)
+        self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
         self.stop = asyncio.Event()
+
+    def _on_stored(self) -> None:
+        self.wake_sender.set()
+        self.wake_reminders.set()  # new rows may be due earlier than the scheduled wake-up
 
     async def run_once(self) -> RunReport:
         before = dict(self.poller.stats)
         await self.poller.run_once()
         ingested = {k: v - before.get(k, 0) for k, v in self.poller.stats.items()}
+        await self.reminders.run_once()
         sent = 0
         while True:
             batch = await self.sender.run_once()
@@ -69,15 +79,39 @@ class Daemon:
                 raise
             except Exception:
                 log.exception("outbox drain failed; retrying at the next sweep")
-            waiters = [
-                asyncio.ensure_future(self.wake_sender.wait()),
-                asyncio.ensure_future(self.stop.wait()),
-            ]
+            await self._wait(self.wake_sender)
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        """Until ``event`` or ``stop`` is set."""
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _reminder_loop(self, scheduler: AsyncIOScheduler) -> None:
+        while not self.stop.is_set():
+            self.wake_reminders.clear()
             try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+                report = await self.reminders.run_once()
+                if report.sent:
+                    self.wake_sender.set()
+                due = await self.reminders.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reminder sweep failed; retrying at the next sweep")
+                due = None
+            if due is not None:
+                scheduler.add_job(
+                    self.wake_reminders.set,
+                    "date",
+                    run_date=due,
+                    id="reminder-next",
+                    replace_existing=True,
+                )
+            await self._wait(self.wake_reminders)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +131,7 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.poller.run(self.stop))
                 group.create_task(self._sender_loop())
+                group.create_task(self._reminder_loop(scheduler))
         finally:
             scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT):
