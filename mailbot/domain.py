@@ -159,3 +159,21 @@ class Decision:
     reply: Reply | None
     deadline: datetime | None
     rule_hits: tuple[str, ...] = field(default=())
+
+
+class Severity(enum.StrEnum):
+    """How bad a ticket is, seed 003's four levels: L1 is the worst."""
+
+    L1 = "L1"  # emergency: site down, orders or payments impossible, security breach
+    L2 = "L2"  # partial outage: products missing, transactional mails not sent
+    L3 = "L3"  # high priority, not an emergency: corrupted pages, search or filters broken
+    L4 = "L4"  # regular: small bugs, design changes, configuration, new features
+
+
+@dataclass(frozen=True, slots=True)
+class ClassificationResult:
+    """Severity and urgency of a message, and which rules decided them (for simulate)."""
+
+    severity: Severity
+    urgent: bool
+    hits: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mailbot.domain import ReplyKind
+from mailbot.rules.classify_schema import Classification, classification_problems
 from mailbot.rules.language import SUPPORTED
 
 #: Language codes rules.yaml may use: those the detector, promises and dates know.
@@ -306,6 +307,7 @@ class Rules(_Model):
     wiki: tuple[WikiArticle, ...] = ()
     wiki_min_score: float = Field(default=0.5, gt=0.0, le=1.0)
     templates: Templates = Templates()
+    classification: Classification = Classification()
 
     @field_validator("timezone")
     @classmethod
@@ -433,4 +435,5 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
         problems += _language_problems(
             ("wiki", i, "language"), article.get("language"), declared, "language"
         )
+    problems += classification_problems(data.get("classification"), plan_ids, declared)
     return problems
