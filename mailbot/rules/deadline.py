@@ -20,46 +20,37 @@ Three ways a plan can count time (``first_response`` in rules.yaml):
     from the next opening, and its deadline is the close of the Nth working day: Saturday
     + 3 working days = Wednesday 17:00 (a weekend arrival starts Monday 08:00).
 
-Holidays will come from calendars in a later version of the rules; the functions already
-take them as ``holidays: frozenset[date]``.
+All three are computed on a :class:`~mailbot.sla.calendar.BusinessCalendar`. Given
+``rules``, the plan's first-response clock is used (``mailbot.sla.clocks``): the plan's
+``sla.first_response`` or else its ``first_response``, on the plan's calendar (``office``
+unless ``sla.calendar`` names another), so a calendar's public holidays, closed dates and
+half-days count. Without ``rules`` (older callers) the calendar is ``office_hours`` Monday
+to Friday in ``tz`` minus the ``holidays`` given.
 
 Names of days and months are our own tables, never the system locale.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from mailbot.rules.schema import FirstResponse, OfficeHours, Plan
+from mailbot.rules.schema import FirstResponse, OfficeHours, Plan, Rules
+from mailbot.sla.calendar import AROUND_THE_CLOCK, BusinessCalendar, office_week
+from mailbot.sla.clocks import clock_specs
 
 NO_HOLIDAYS: frozenset[date] = frozenset()
 
-# A calendar with no working day in ten years is a configuration error, not a loop.
-_MAX_SEARCH_DAYS = 3660
 
-
-def _is_working_day(day: date, holidays: frozenset[date]) -> bool:
-    return day.weekday() < 5 and day not in holidays
-
-
-def _next_working_day(day: date, holidays: frozenset[date]) -> date:
-    for _ in range(_MAX_SEARCH_DAYS):
-        day += timedelta(days=1)
-        if _is_working_day(day, holidays):
-            return day
-    raise ValueError("no working day within ten years: check the holidays")
-
-
-def _start(local: datetime, office_hours: OfficeHours, holidays: frozenset[date]) -> datetime:
-    """The first moment of business time at or after ``local`` (naive local time)."""
-    day = local.date()
-    if _is_working_day(day, holidays):
-        if local.time() < office_hours.opens:
-            return datetime.combine(day, office_hours.opens)
-        if local.time() < office_hours.closes:
-            return local
-    return datetime.combine(_next_working_day(day, holidays), office_hours.opens)
+def office_calendar(
+    tz: ZoneInfo, office_hours: OfficeHours, holidays: frozenset[date] = NO_HOLIDAYS
+) -> BusinessCalendar:
+    """Monday to Friday ``office_hours`` in ``tz``, closed on ``holidays``."""
+    interval = (
+        office_hours.opens.hour * 60 + office_hours.opens.minute,
+        office_hours.closes.hour * 60 + office_hours.closes.minute,
+    )
+    return BusinessCalendar(zone=tz, week=office_week(interval), closed=holidays)
 
 
 def add_business_time(
@@ -70,47 +61,40 @@ def add_business_time(
     holidays: frozenset[date] = NO_HOLIDAYS,
 ) -> datetime:
     """``start`` (aware) plus ``amount`` of business time, as an aware UTC datetime."""
-    if start.tzinfo is None:
-        raise ValueError("business time needs an aware datetime")
-    current = _start(start.astimezone(tz).replace(tzinfo=None), office_hours, holidays)
-    remaining = amount
-    while True:
-        closing = datetime.combine(current.date(), office_hours.closes)
-        available = closing - current
-        if remaining <= available:
-            current += remaining
-            break
-        remaining -= available
-        current = datetime.combine(_next_working_day(current.date(), holidays), office_hours.opens)
-    return current.replace(tzinfo=tz).astimezone(UTC)
-
-
-def _day_length(office_hours: OfficeHours) -> timedelta:
-    opens = datetime.combine(date.min, office_hours.opens)
-    return datetime.combine(date.min, office_hours.closes) - opens
+    return office_calendar(tz, office_hours, holidays).add_business_time(start, amount)
 
 
 def first_response_deadline(
     plan: Plan | FirstResponse,
     arrival: datetime,
-    tz: ZoneInfo,
-    office_hours: OfficeHours,
+    tz: ZoneInfo | None = None,
+    office_hours: OfficeHours | None = None,
     holidays: frozenset[date] = NO_HOLIDAYS,
+    *,
+    rules: Rules | None = None,
+    severity: str | None = None,
+    urgent: bool = False,
 ) -> datetime:
     """When the first answer is due for a request that arrived at ``arrival`` (aware).
 
     Returns an aware UTC datetime. See the module docstring for how each kind counts.
+    With ``rules`` (and a :class:`Plan`), the plan's first-response clock on its calendar
+    is used, with the severity's row and the outside-office-hours row where they apply.
     """
     if arrival.tzinfo is None:
         raise ValueError("arrival must be an aware datetime")
+    if rules is not None and isinstance(plan, Plan):
+        specs = clock_specs(plan, rules, arrival=arrival, severity=severity, urgent=urgent)
+        return specs["first_response"].due_from(arrival)
+    if tz is None or office_hours is None:
+        raise ValueError("give rules, or tz and office_hours")
     target = plan.first_response if isinstance(plan, Plan) else plan
     if target.kind == "hours":
-        return arrival.astimezone(UTC) + timedelta(hours=target.amount)
+        return AROUND_THE_CLOCK.add_business(arrival, target.amount * 60)
+    calendar = office_calendar(tz, office_hours, holidays)
     if target.kind == "working_hours":
-        amount = timedelta(hours=target.amount)
-    else:
-        amount = _day_length(office_hours) * target.amount
-    return add_business_time(arrival, amount, tz, office_hours, holidays)
+        return calendar.add_business(arrival, target.amount * 60)
+    return calendar.add_working_days(arrival, target.amount)
 
 
 # -- words -------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def decide(
         hits.append("follow-up: no automatic answer")
         return result(None, None)
     plan = rules.plans[plan_id]
-    deadline = first_response_deadline(plan, now, rules.tz, rules.office_hours)
+    deadline = first_response_deadline(plan, now, rules=rules)
     if auto.auto_generated:
         hits.append(f"auto-generated ({auto.reason}): no automatic answer")
         return result(None, deadline)

@@ -17,6 +17,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import time
+from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -33,6 +34,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from mailbot.domain import ReplyKind
 from mailbot.rules.classify_schema import Classification, classification_problems
 from mailbot.rules.language import SUPPORTED
+from mailbot.sla.calendar import AROUND_THE_CLOCK, AROUND_THE_CLOCK_NAME, BusinessCalendar
+from mailbot.sla.schema import (
+    OFFICE,
+    CalendarName,
+    CalendarSpec,
+    PlanSla,
+    calendar_reference_problems,
+)
 
 #: Language codes rules.yaml may use: those the detector, promises and dates know.
 KNOWN_LANGUAGES: tuple[str, ...] = SUPPORTED
@@ -74,6 +83,21 @@ def _check_address(value: str) -> str:
     if not at or not _LOCAL.match(local) or local.startswith(".") or ".." in local:
         raise ValueError(f"{value!r} is not a valid e-mail address")
     return f"{local}@{_check_domain(domain)}"
+
+
+def check_address(value: str) -> str:
+    """A plain ``local@domain`` address, normalised; raises ``ValueError``."""
+    return _check_address(value)
+
+
+def check_timezone(value: str) -> str:
+    """An IANA timezone name; raises ``ValueError`` with a "did you mean" hint."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        hint = did_you_mean(value, sorted(available_timezones()))
+        raise ValueError(f"unknown timezone {value!r}{hint}") from None
+    return value
 
 
 def _check_language(value: str) -> str:
@@ -217,13 +241,19 @@ class FirstResponse(_Model):
 
 
 class Plan(_Model):
-    """What a customer bought: a response target, a priority and how how-tos are answered."""
+    """What a customer bought: a response target, a priority and how how-tos are answered.
+
+    ``first_response`` is the promise customers read and the first-response clock unless
+    ``sla.first_response`` sets another; ``sla`` adds clocks, overrides and reminders
+    (see ``mailbot.sla.schema``).
+    """
 
     name: str = Field(min_length=1)
     priority: int = 0
     first_response: FirstResponse
     howto: Literal["wiki", "acknowledge"] = "acknowledge"
     promise: dict[Language, str] = Field(default_factory=dict)
+    sla: PlanSla | None = None
 
 
 class Customer(_Model):
@@ -308,16 +338,12 @@ class Rules(_Model):
     wiki_min_score: float = Field(default=0.5, gt=0.0, le=1.0)
     templates: Templates = Templates()
     classification: Classification = Classification()
+    calendars: dict[CalendarName, CalendarSpec] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            hint = did_you_mean(value, sorted(available_timezones()))
-            raise ValueError(f"unknown timezone {value!r}{hint}") from None
-        return value
+        return check_timezone(value)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -345,6 +371,25 @@ class Rules(_Model):
 
     def template(self, kind: ReplyKind) -> str:
         return self.templates[kind]
+
+    @cached_property
+    def business_calendars(self) -> dict[str, BusinessCalendar]:
+        """Every calendar by name: the declared ones, ``office`` and ``24x7``.
+
+        Built once per Rules object; each calendar caches its holidays per year.
+        """
+        default = (
+            self.office_hours.opens.hour * 60 + self.office_hours.opens.minute,
+            self.office_hours.closes.hour * 60 + self.office_hours.closes.minute,
+        )
+        specs = {OFFICE: CalendarSpec(), **self.calendars}
+        built = {name: spec.build(name, self.timezone, default) for name, spec in specs.items()}
+        built[AROUND_THE_CLOCK_NAME] = AROUND_THE_CLOCK
+        return built
+
+    def calendar(self, name: str = OFFICE) -> BusinessCalendar:
+        """The business calendar called ``name`` (``KeyError`` if there is none)."""
+        return self.business_calendars[name]
 
 
 # -- cross-field checks on raw data ------------------------------------------------------
@@ -435,5 +480,6 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
         problems += _language_problems(
             ("wiki", i, "language"), article.get("language"), declared, "language"
         )
+    problems += calendar_reference_problems(data)
     problems += classification_problems(data.get("classification"), plan_ids, declared)
     return problems
