@@ -20,8 +20,9 @@ Nothing implies anything else: "L1 is urgent" holds because the shipped L1 rules
 
 Caller contract: ``text`` is only the **new** text of the message, with quoted history and
 signatures already removed (``mailbot.ingest.quotes``), so "site is down" in an old quote
-of a follow-up does not make it L1 again. ``subject`` is the subject without ticket tokens
-or ``Re:``/``Sv:`` prefixes if the caller has them stripped; both are fine. ``language`` is
+of a follow-up does not make it L1 again. A follow-up's subject usually repeats the
+first message's ("Re: Site down"), so classify the first message of a ticket; re-classifying
+a follow-up sees that subject again. ``language`` is
 the message's (customer's or detected) language, ``plan`` its plan id. ``outside_hours`` may
 be a boolean or a callable, which is called at most once and only when a rule asks.
 
@@ -43,9 +44,9 @@ from mailbot.rules.classify_schema import (
     ClassificationRule,
     Needle,
     When,
+    match_words,
 )
 from mailbot.rules.schema import Rules
-from mailbot.rules.wiki import words
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ def _show(text: str) -> str:
 class _Words:
     """The normalised words of one text, with an index of where each word occurs."""
 
-    __slots__ = ("_positions", "tokens")
+    __slots__ = ("_positions", "token_set", "tokens")
 
     def __init__(self, text: str) -> None:
-        self.tokens = words(text)
+        self.tokens = match_words(text)
+        self.token_set = frozenset(self.tokens)
         self._positions: dict[str, list[int]] | None = None
 
     def positions(self, word: str) -> list[int]:
@@ -91,8 +93,10 @@ class _Words:
 
     def contains(self, needle: Needle) -> bool:
         first, rest = needle.segments[0], needle.segments[1:]
-        if not first:
+        if not first or not needle.required <= self.token_set:
             return False
+        if len(first) == 1 and not rest:
+            return True
         for start in self.positions(first[0]):
             if self._segment_at(first, start) and self._rest_from(rest, start + len(first)):
                 return True

@@ -68,7 +68,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -97,11 +98,19 @@ _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable, no colon
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _GAP = "..."
+_Sized = TypeVar("_Sized", tuple[Any, ...], dict[Any, Any])
 
 
 def _listify(value: Any) -> Any:
     """``x`` → ``[x]``, so a one-item list can be written as the item."""
     return [value] if isinstance(value, str) else value
+
+
+def _non_empty(value: _Sized) -> _Sized:
+    """Empty lists are errors; checked after the items, so a bad item is reported alone."""
+    if not value:
+        raise ValueError("needs at least 1 item")
+    return value
 
 
 def _check_regex(value: str) -> str:
@@ -164,17 +173,19 @@ Regex = Annotated[str, AfterValidator(_check_regex)]
 Keyword = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_keyword)]
 KeywordLanguage = Annotated[str, AfterValidator(_check_keyword_language)]
 KeywordLists = Annotated[
-    dict[KeywordLanguage, Annotated[tuple[Keyword, ...], Field(min_length=1)]],
-    Field(min_length=1),
+    dict[KeywordLanguage, Annotated[tuple[Keyword, ...], AfterValidator(_non_empty)]],
+    AfterValidator(_non_empty),
 ]
-RegexList = Annotated[tuple[Regex, ...], BeforeValidator(_listify), Field(min_length=1)]
+RegexList = Annotated[tuple[Regex, ...], BeforeValidator(_listify), AfterValidator(_non_empty)]
 SenderList = Annotated[
     tuple[Annotated[str, AfterValidator(_check_sender)], ...],
     BeforeValidator(_listify),
-    Field(min_length=1),
+    AfterValidator(_non_empty),
 ]
 NameList = Annotated[
-    tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_listify), Field(min_length=1)
+    tuple[Annotated[str, Field(min_length=1)], ...],
+    BeforeValidator(_listify),
+    AfterValidator(_non_empty),
 ]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 
@@ -192,26 +203,50 @@ class Needle:
     ``segments`` are the stemmed words between ``...`` gaps; a plain phrase has one.
     """
 
-    __slots__ = ("language", "segments", "text")
+    __slots__ = ("language", "required", "segments", "text")
 
     def __init__(self, text: str, language: str, segments: Segments) -> None:
         self.text = text
         self.language = language
         self.segments = segments
+        #: Every word of the keyword: a cheap test before looking for the sequence.
+        self.required = frozenset(word for segment in segments for word in segment)
 
     def __repr__(self) -> str:
         return f"Needle({self.text!r}, {self.language!r})"
 
 
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@lru_cache(maxsize=65536)
+def _match_form(word: str) -> str:
+    from mailbot.rules.wiki import stem  # here: wiki imports schema, which imports us
+
+    return stem(stem(word))
+
+
+def match_words(text: str) -> list[str]:
+    """The words of ``text`` as keywords are compared: normalised, stemmed twice.
+
+    Normalisation and stemming are ``mailbot.rules.wiki``'s (case, accents, one suffix);
+    the second pass lets Swedish definite forms meet their base (``beställningen`` →
+    ``beställning`` → ``beställ``, like ``beställning``). Stems are cached per word.
+    """
+    from mailbot.rules.wiki import normalise  # here: wiki imports schema, which imports us
+
+    folded = text.lower() if text.isascii() else normalise(text)
+    return [_match_form(word) for word in _WORD.findall(folded)]
+
+
 def _needles(lists: Mapping[str, tuple[str, ...]] | None) -> tuple[Needle, ...]:
     if not lists:
         return ()
-    from mailbot.rules.wiki import words  # here: wiki imports schema, which imports us
 
     found: list[Needle] = []
     for language, keywords in lists.items():
         for keyword in keywords:
-            segments = tuple(tuple(words(part)) for part in keyword.split(_GAP))
+            segments = tuple(tuple(match_words(part)) for part in keyword.split(_GAP))
             found.append(Needle(keyword, language, segments))
     return tuple(found)
 
@@ -224,7 +259,7 @@ class When(_Model):
     any_text: KeywordLists | None = None
     subject_regex: RegexList | None = None
     body_regex: RegexList | None = None
-    header: Annotated[dict[HeaderName, Regex], Field(min_length=1)] | None = None
+    header: Annotated[dict[HeaderName, Regex], AfterValidator(_non_empty)] | None = None
     sender: SenderList | None = None
     plan: NameList | None = None
     language: NameList | None = None
