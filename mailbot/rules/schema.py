@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from datetime import time
-from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -372,12 +372,21 @@ class Rules(_Model):
     def template(self, kind: ReplyKind) -> str:
         return self.templates[kind]
 
-    @cached_property
+    @property
     def business_calendars(self) -> dict[str, BusinessCalendar]:
         """Every calendar by name: the declared ones, ``office`` and ``24x7``.
 
-        Built once per Rules object; each calendar caches its holidays per year.
+        Built once per Rules object and kept beside it (not in it, so equality of rules
+        stays equality of their fields); each calendar caches its holidays per year.
         """
+        built = _CALENDARS.get(id(self))
+        if built is None:
+            built = self._build_calendars()
+            _CALENDARS[id(self)] = built
+            weakref.finalize(self, _CALENDARS.pop, id(self), None)
+        return built
+
+    def _build_calendars(self) -> dict[str, BusinessCalendar]:
         default = (
             self.office_hours.opens.hour * 60 + self.office_hours.opens.minute,
             self.office_hours.closes.hour * 60 + self.office_hours.closes.minute,
@@ -390,6 +399,10 @@ class Rules(_Model):
     def calendar(self, name: str = OFFICE) -> BusinessCalendar:
         """The business calendar called ``name`` (``KeyError`` if there is none)."""
         return self.business_calendars[name]
+
+
+#: Built calendars per live Rules object (see ``Rules.business_calendars``).
+_CALENDARS: dict[int, dict[str, BusinessCalendar]] = {}
 
 
 # -- cross-field checks on raw data ------------------------------------------------------
