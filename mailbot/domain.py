@@ -8,6 +8,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailbot.sla.plan import SlaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,10 @@ class Decision:
     reply: Reply | None
     deadline: datetime | None
     rule_hits: tuple[str, ...] = field(default=())
+    severity: str = "L4"
+    urgent: bool = False
+    #: The new ticket's clocks and reminders (None for follow-ups and stored-only mail).
+    sla: SlaStatus | None = None
 
 
 class Severity(enum.StrEnum):

@@ -28,8 +28,9 @@ from mailbot.domain import Address, TicketStatus
 from mailbot.outbound.compose import compose, new_message_id, reference_chain
 from mailbot.policy import Policy
 from mailbot.rules.deadline import format_deadline
+from mailbot.sla.clocks import ClockStatus
+from mailbot.sla.plan import PlannedReminder
 from mailbot.tickets.models import (
-    ClockStatus,
     Direction,
     Message,
     Reminder,
@@ -64,14 +65,6 @@ CLOCK_NAMES: dict[str, dict[str, str]] = {
         "resolution": "risoluzione",
     },
 }
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedReminder:
-    clock: str
-    kind: str  # "percent:80", "before:30", "breach"
-    due_at: datetime
-    recipient: str
 
 
 @dataclass
@@ -248,6 +241,8 @@ def _relevance(
         return ReminderStatus.SKIPPED, "clock no longer exists"
     if clock.status is ClockStatus.MET:
         return ReminderStatus.SKIPPED, "clock met"
+    if clock.status is ClockStatus.CLOSED:
+        return ReminderStatus.SKIPPED, "clock stopped"
     if clock.status is ClockStatus.PAUSED:
         return ReminderStatus.SKIPPED, "clock paused (waiting on the customer)"
     late = now - row.due_at > LATE_AFTER

@@ -36,6 +36,8 @@ from mailbot.outbound.render import Rendered
 from mailbot.outbound.reply import build_reply
 from mailbot.policy import Policy
 from mailbot.rules.engine import MessageView, decide
+from mailbot.sla.clocks import EventKind
+from mailbot.tickets.clocks import record_event, store_sla
 from mailbot.tickets.service import (
     Origin,
     apply_inbound,
@@ -105,7 +107,7 @@ async def analyse(
     subject = clean_subject(parsed.subject, rules.identity.ticket_prefix)
     text = new_text(parsed.text, languages=tuple(rules.languages))
     decision = decide(
-        MessageView(sender=parsed.from_, subject=subject, text=text),
+        MessageView.of(parsed, text, subject),
         thread,
         verdict,
         rules,
@@ -186,7 +188,7 @@ class Intake:
                 )
             analysis = await analyse(conn, parsed, policy, now)
             decision = analysis.decision
-            ticket_id, _ = await apply_inbound(
+            applied = await apply_inbound(
                 conn,
                 msg=parsed,
                 raw=raw,
@@ -196,7 +198,13 @@ class Intake:
                 subject=analysis.subject,
                 new_text=analysis.text,
                 now=now,
+                priority=policy.rules.plans[decision.plan].priority,
             )
+            ticket_id = applied.ticket_id
+            if ticket_id is not None and decision.sla is not None:
+                await store_sla(conn, ticket_id, decision.sla)
+            elif ticket_id is not None and applied.resumed:
+                await record_event(conn, policy.rules, ticket_id, EventKind.RESUMED, now)
             reply_kind = None
             answer = answer_for(policy, analysis, ticket_id, now) if self.send_replies else None
             if answer is not None and decision.reply is not None:

@@ -27,11 +27,13 @@ from mailbot.domain import (
     ThreadMatch,
     TicketAction,
 )
+from mailbot.rules.classify import classify
 from mailbot.rules.customers import resolve_customer
-from mailbot.rules.deadline import first_response_deadline
 from mailbot.rules.language import detect_language
 from mailbot.rules.schema import Rules
 from mailbot.rules.wiki import looks_like_howto, match_articles
+from mailbot.sla.plan import SlaStatus, sla_status
+from mailbot.sla.schema import OFFICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +43,18 @@ class MessageView:
     sender: Address | None
     subject: str
     text: str
+    headers: tuple[tuple[str, str], ...] = ()
+    has_attachment: bool = False
 
     @classmethod
     def of(cls, msg: ParsedMessage, new_text: str, subject: str) -> MessageView:
-        return cls(sender=msg.from_, subject=subject, text=new_text)
+        return cls(
+            sender=msg.from_,
+            subject=subject,
+            text=new_text,
+            headers=msg.headers,
+            has_attachment=bool(msg.attachments),
+        )
 
 
 def decide(
@@ -72,6 +82,9 @@ def decide(
     else:
         hits.append(f"language: {language} (customer or ticket)")
 
+    sla: SlaStatus | None = None
+    severity, urgent = "L4", False
+
     def result(reply: Reply | None, deadline: datetime | None) -> Decision:
         return Decision(
             thread=thread,
@@ -82,6 +95,9 @@ def decide(
             reply=reply,
             deadline=deadline,
             rule_hits=tuple(hits),
+            severity=severity,
+            urgent=urgent,
+            sla=sla,
         )
 
     if thread.action is TicketAction.NONE:
@@ -91,7 +107,22 @@ def decide(
         hits.append("follow-up: no automatic answer")
         return result(None, None)
     plan = rules.plans[plan_id]
-    deadline = first_response_deadline(plan, now, rules=rules)
+    calendar = rules.calendar(plan.sla.calendar if plan.sla is not None else OFFICE)
+    classified = classify(
+        rules,
+        subject=view.subject,
+        text=view.text,
+        sender=sender_key,
+        language=language,
+        plan=plan_id,
+        headers=view.headers,
+        has_attachment=view.has_attachment,
+        outside_hours=lambda: not calendar.is_open(now),
+    )
+    severity, urgent = classified.severity.value, classified.urgent
+    hits.extend(classified.hits)
+    sla = sla_status(rules, plan_id, severity=severity, urgent=urgent, arrival=now, now=now)
+    deadline = sla.due_of("first_response")
     if auto.auto_generated:
         hits.append(f"auto-generated ({auto.reason}): no automatic answer")
         return result(None, deadline)

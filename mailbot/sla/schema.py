@@ -360,7 +360,16 @@ class PlanSla(_Model):
     severity: SeverityOverrides | None = None
     outside_office_hours: OutsideHoursRow | None = None
     reminders: tuple[ReminderSpec, ...] = ()
+    #: Who gets the warnings before a deadline (default: ``escalate_to``).
+    notify: Annotated[str, AfterValidator(_address)] | None = None
+    #: Who gets the escalation when a deadline is breached.
     escalate_to: Annotated[str, AfterValidator(_address)] | None = None
+
+    def recipient(self, kind: str) -> str | None:
+        """The address for a reminder of ``kind`` (``breach`` or a warning), if any."""
+        if kind == "breach":
+            return self.escalate_to
+        return self.notify or self.escalate_to
 
     @model_validator(mode="after")
     def _office_calendar(self) -> Self:

@@ -13,6 +13,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from mailbot.domain import TicketStatus
+from mailbot.sla.clocks import ClockStatus, EventKind
 
 
 class Direction(enum.StrEnum):
@@ -142,13 +143,6 @@ class OutboxRow(Model):
         table = "outbox"
 
 
-class ClockStatus(enum.StrEnum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    MET = "met"
-    BREACHED = "breached"
-
-
 class TicketClock(Model):
     """One SLA clock of a ticket (first response, registered, action started, resolution)."""
 
@@ -161,12 +155,28 @@ class TicketClock(Model):
     status = fields.CharEnumField(ClockStatus, max_length=16, default=ClockStatus.RUNNING)
     started_at = fields.DatetimeField()
     due_at = fields.DatetimeField(null=True, db_index=True)
-    paused_at = fields.DatetimeField(null=True)
-    met_at = fields.DatetimeField(null=True)
+    breached_at = fields.DatetimeField(null=True)
+    stopped_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "ticket_clock"
         unique_together = (("ticket", "name"),)
+
+
+class ClockEventRow(Model):
+    """What happened to a ticket's clocks; the clocks are recomputed from these rows."""
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="clock_events", on_delete=fields.CASCADE
+    )
+    ticket_id: int
+    kind = fields.CharEnumField(EventKind, max_length=16)
+    clock = fields.CharField(max_length=32, null=True)  # for "met"; None: every clock
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "clock_event"
 
 
 class ReminderStatus(enum.StrEnum):

@@ -37,6 +37,13 @@ def _storable_id(message_id: str | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    ticket_id: int | None
+    message_row: int
+    resumed: bool  # a waiting ticket got the customer's answer: its clocks resume
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Where raw bytes came from: an IMAP UID (checkpointed) or an import path."""
 
@@ -159,7 +166,12 @@ async def store_quarantined(
 
 
 async def _open_ticket(
-    conn: BaseDBAsyncClient, decision: Decision, subject: str, customer_name: str, now: datetime
+    conn: BaseDBAsyncClient,
+    decision: Decision,
+    subject: str,
+    customer_name: str,
+    now: datetime,
+    priority: int,
 ) -> Ticket:
     return await Ticket.create(
         using_db=conn,
@@ -171,8 +183,11 @@ async def _open_ticket(
         subject=subject,
         created_at=now,
         updated_at=now,
-        deadline=decision.deadline,
+        deadline=decision.sla.next_deadline if decision.sla else decision.deadline,
         linked_ticket_id=decision.thread.linked_ticket_id,
+        severity=decision.severity,
+        urgent=decision.urgent,
+        priority=priority,
     )
 
 
@@ -197,18 +212,24 @@ async def apply_inbound(
     subject: str,
     new_text: str,
     now: datetime,
-) -> tuple[int | None, int]:
-    """Store the message and apply the ticket action. Returns (ticket id, message row id)."""
+    priority: int = 0,
+) -> Applied:
+    """Store the message and apply the ticket action."""
     action = decision.thread.action
     ticket: Ticket | None = None
+    resumed = False
     if action is TicketAction.NEW:
         name = msg.from_.name if msg.from_ else ""
-        ticket = await _open_ticket(conn, decision, subject, name, now)
+        ticket = await _open_ticket(conn, decision, subject, name, now, priority)
     elif decision.thread.ticket_id is not None:
         ticket = await Ticket.get(id=decision.thread.ticket_id, using_db=conn)
         ticket.updated_at = now
         if action is TicketAction.REOPEN:
             ticket.status = TicketStatus.OPEN
+        elif ticket.status is TicketStatus.WAITING and not decision.auto.auto_generated:
+            # The customer answered what we waited for: the clocks run again.
+            ticket.status = TicketStatus.OPEN
+            resumed = True
         await ticket.save(using_db=conn, update_fields=["updated_at", "status"])
     if ticket is not None and decision.customer and not decision.auto.auto_generated:
         if action is TicketAction.NEW:
@@ -237,7 +258,7 @@ async def apply_inbound(
         auto_reason=decision.auto.reason,
         bounce=decision.auto.bounce,
     )
-    return (ticket.id if ticket else None), row.id
+    return Applied(ticket.id if ticket else None, row.id, resumed)
 
 
 async def queue_outgoing(

@@ -15,9 +15,10 @@ from mailbot.devservers.smtp_sink import running_smtp_sink
 from mailbot.domain import TicketStatus
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
-from mailbot.reminders import BREACH, PlannedReminder, ReminderSweeper, plan_reminders
+from mailbot.reminders import BREACH, ReminderSweeper, plan_reminders
+from mailbot.sla.clocks import ClockStatus
+from mailbot.sla.plan import PlannedReminder
 from mailbot.tickets.models import (
-    ClockStatus,
     OutboxRow,
     Reminder,
     ReminderStatus,
@@ -105,8 +106,8 @@ async def test_no_reminder_once_the_clock_is_met_paused_or_the_ticket_closed(
     database: str, shipped_policy: Policy
 ) -> None:
     met, paused, closed = [await ticket_with_reminders() for _ in range(3)]
-    await TicketClock.filter(ticket_id=met).update(status=ClockStatus.MET, met_at=T0)
-    await TicketClock.filter(ticket_id=paused).update(status=ClockStatus.PAUSED, paused_at=T0)
+    await TicketClock.filter(ticket_id=met).update(status=ClockStatus.MET, stopped_at=T0)
+    await TicketClock.filter(ticket_id=paused).update(status=ClockStatus.PAUSED)
     await Ticket.filter(id=closed).update(status=TicketStatus.CLOSED)
     sweeper = ReminderSweeper(lambda: shipped_policy, FixedClock(T0 + timedelta(hours=2)))
     report = await sweeper.run_once()
