@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     tickets = sub.add_parser("tickets", help="list tickets, newest first")
     tickets.add_argument("--json", action="store_true")
     tickets.add_argument("--limit", type=int, default=None)
+    tickets.add_argument(
+        "--queue",
+        action="store_true",
+        help="open tickets in work order: plan priority, then the next deadline",
+    )
 
     quarantine = sub.add_parser("quarantine", help="list quarantined messages, or retry them")
     quarantine.add_argument("--retry", type=int, action="append", default=[], metavar="ID")
@@ -112,7 +117,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "import":
         return await commands.import_paths(settings, args.paths, send=not args.no_send)
     if args.command == "tickets":
-        return await commands.tickets(settings, as_json=args.json, limit=args.limit)
+        return await commands.tickets(
+            settings, as_json=args.json, limit=args.limit, queue=args.queue
+        )
     if args.command == "quarantine":
         return await commands.quarantine(settings, retry=args.retry, retry_all=args.retry_all)
     raise AssertionError(args.command)

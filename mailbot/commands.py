@@ -134,6 +134,21 @@ def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict
             "reason": decision.thread.reason,
         },
         "deadline": decision.deadline.isoformat() if decision.deadline else None,
+        "severity": decision.severity,
+        "urgent": decision.urgent,
+        "clocks": [
+            {
+                "name": c.name,
+                "status": c.status.value,
+                "starts": c.started_at.isoformat(),
+                "due": c.due_at.isoformat() if c.due_at else None,
+            }
+            for c in (decision.sla.clocks if decision.sla else ())
+        ],
+        "reminders": [
+            {"clock": r.clock, "kind": r.kind, "at": r.due_at.isoformat(), "to": r.recipient}
+            for r in (decision.sla.reminders if decision.sla else ())
+        ],
         "rule_hits": list(decision.rule_hits),
         "reply": reply,
     }
@@ -147,7 +162,18 @@ def _print_simulation(result: dict[str, object]) -> None:
     _out(f"customer:  {result['customer']} plan {result['plan']} language {result['language']}")
     _out(f"auto:      {result['auto_generated']} ({result['auto_generated_reason'] or '-'})")
     _out(f"ticket:    {ticket['action']} {ticket['ref'] or ''} ({ticket['reason']})")
-    _out(f"deadline:  {result['deadline'] or '-'}")
+    _out(f"severity:  {result['severity']}{' urgent' if result['urgent'] else ''}")
+    clocks = result["clocks"]
+    assert isinstance(clocks, list)
+    for clock in clocks:
+        _out(f"clock:     {clock['name']:<15} due {clock['due'] or '-'}")
+    reminders = result["reminders"]
+    assert isinstance(reminders, list)
+    for reminder in reminders:
+        _out(
+            f"reminder:  {reminder['at']} {reminder['clock']} {reminder['kind']}"
+            f" -> {reminder['to']}"
+        )
     hits = result["rule_hits"]
     assert isinstance(hits, list)
     _out("rules:     " + "; ".join(str(hit) for hit in hits))
@@ -191,23 +217,28 @@ async def import_paths(settings: Settings, paths: list[Path], *, send: bool) -> 
     return 0
 
 
-async def tickets(settings: Settings, *, as_json: bool, limit: int | None) -> int:
+async def tickets(
+    settings: Settings, *, as_json: bool, limit: int | None, queue: bool = False
+) -> int:
     from mailbot.cli import dump_json
 
     policy = load_policy(settings.rules_path, settings.templates_dir)
     await open_database(settings.db_url)
     try:
-        rows = await list_tickets(policy.rules.identity.ticket_prefix, limit)
+        rows = await list_tickets(policy.rules.identity.ticket_prefix, limit, queue=queue)
     finally:
         await close_database()
     if as_json:
         _out(dump_json([row.as_json() for row in rows]))
         return 0
+    now = SystemClock().now()
     for row in rows:
         deadline = row.deadline.isoformat(timespec="minutes") if row.deadline else "-"
+        state = row.sla_state(now)
         _out(
-            f"{row.ref:>8}  {row.status:<8} {row.plan:<10} {row.customer:<30} "
-            f"due {deadline}  {row.subject}"
+            f"{row.ref:>8}  {row.status:<8} {row.plan:<10} "
+            f"{row.severity}{'!' if row.urgent else ' '} "
+            f"{row.customer:<30} next {deadline} {state:<8} {row.subject}"
         )
     if not rows:
         _out("no tickets")

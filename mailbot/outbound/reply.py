@@ -36,7 +36,11 @@ def reply_context(
         "subject": subject,
         "customer_name": reply.to.name,
         "plan_name": plan.name,
-        "promise": promise_text(plan, reply.language),
+        "promise": promise_text(
+            plan,
+            reply.language,
+            decision.sla.first_response_target if decision.sla is not None else None,
+        ),
         "deadline_text": deadline_text,
         "support_name": rules.identity.name,
         "support_address": rules.identity.address,

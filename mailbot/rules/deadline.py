@@ -102,21 +102,25 @@ def first_response_deadline(
 # (singular, plural) per language and kind; "{n}" is the amount.
 _PROMISES: dict[str, dict[str, tuple[str, str]]] = {
     "en": {
+        "minutes": ("within {n} minute", "within {n} minutes"),
         "hours": ("within {n} hour", "within {n} hours"),
         "working_hours": ("within {n} working hour", "within {n} working hours"),
         "working_days": ("within {n} working day", "within {n} working days"),
     },
     "sv": {
+        "minutes": ("inom {n} minut", "inom {n} minuter"),
         "hours": ("inom {n} timme", "inom {n} timmar"),
         "working_hours": ("inom {n} arbetstimme", "inom {n} arbetstimmar"),
         "working_days": ("inom {n} arbetsdag", "inom {n} arbetsdagar"),
     },
     "it": {
+        "minutes": ("entro {n} minuto", "entro {n} minuti"),
         "hours": ("entro {n} ora", "entro {n} ore"),
         "working_hours": ("entro {n} ora lavorativa", "entro {n} ore lavorative"),
         "working_days": ("entro {n} giorno lavorativo", "entro {n} giorni lavorativi"),
     },
     "de": {
+        "minutes": ("innerhalb von {n} Minute", "innerhalb von {n} Minuten"),
         "hours": ("innerhalb von {n} Stunde", "innerhalb von {n} Stunden"),
         "working_hours": ("innerhalb von {n} Arbeitsstunde", "innerhalb von {n} Arbeitsstunden"),
         "working_days": ("innerhalb von {n} Werktag", "innerhalb von {n} Werktagen"),
@@ -157,17 +161,20 @@ _DATE_FORMATS: dict[str, str] = {
 }
 
 
-def promise_text(plan: Plan, language: str) -> str:
+def promise_text(plan: Plan, language: str, target: tuple[str, int] | None = None) -> str:
     """The response time promised to the customer, e.g. "within 3 working days".
 
-    The plan's own ``promise`` for that language wins; otherwise the text is generated
-    from ``first_response`` (English for a language without a table).
+    ``target`` is the first-response clock that applies to this request as (kind, amount),
+    when its severity or the hour of arrival changed it; then the text follows it. Else the
+    plan's own ``promise`` for that language wins; otherwise the text is generated from
+    ``first_response`` (English for a language without a table).
     """
-    if language in plan.promise:
+    default = (plan.first_response.kind, plan.first_response.amount)
+    if (target is None or target == default) and language in plan.promise:
         return plan.promise[language]
-    target = plan.first_response
-    singular, plural = _PROMISES.get(language, _PROMISES["en"])[target.kind]
-    return (singular if target.amount == 1 else plural).format(n=target.amount)
+    kind, amount = target or default
+    singular, plural = _PROMISES.get(language, _PROMISES["en"])[kind]
+    return (singular if amount == 1 else plural).format(n=amount)
 
 
 def format_deadline(dt: datetime, tz: ZoneInfo, language: str) -> str:

@@ -48,6 +48,8 @@ class PlannedReminder:
 class SlaStatus:
     clocks: tuple[ClockState, ...]
     reminders: tuple[PlannedReminder, ...]
+    #: The first-response target that applies, as (kind, amount): what the customer is promised.
+    first_response_target: tuple[str, int] | None = None
 
     @property
     def next_deadline(self) -> datetime | None:
@@ -89,4 +91,6 @@ def sla_status(
             recipient = plan.sla.recipient(reminder.kind)
             if recipient is not None:
                 planned.append(PlannedReminder(name, reminder.kind, reminder.when, recipient))
-    return SlaStatus(tuple(states), tuple(planned))
+    first = specs.get("first_response")
+    target = (first.kind, first.amount) if first is not None else None
+    return SlaStatus(tuple(states), tuple(planned), target)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailbot.tickets.models import Direction, Message, MessageState, OutboxRow, Ticket
+from mailbot.domain import TicketStatus
+from mailbot.tickets.models import (
+    Direction,
+    Message,
+    MessageState,
+    OutboxRow,
+    Ticket,
+    TicketClock,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +27,19 @@ class MessageSummary:
     auto_reason: str | None
     received_at: datetime
     outbox_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSummary:
+    name: str
+    status: str
+    due_at: datetime | None
+    breached_at: datetime | None
+
+    def breached(self, now: datetime) -> bool:
+        if self.breached_at is not None or self.status == "breached":
+            return True
+        return self.status == "running" and self.due_at is not None and self.due_at < now
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +57,16 @@ class TicketSummary:
     deadline: datetime | None
     linked_ref: str | None
     messages: tuple[MessageSummary, ...]
+    severity: str = "L4"
+    urgent: bool = False
+    priority: int = 0
+    clocks: tuple[ClockSummary, ...] = ()
+
+    def sla_state(self, now: datetime) -> str:
+        """``breached`` if a clock broke its deadline, ``due`` if one still runs, else ``-``."""
+        if any(c.breached(now) for c in self.clocks):
+            return "breached"
+        return "due" if self.deadline is not None else "-"
 
     @property
     def message_ids(self) -> list[str]:
@@ -56,6 +87,18 @@ class TicketSummary:
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "linked": self.linked_ref,
             "message_ids": self.message_ids,
+            "severity": self.severity,
+            "urgent": self.urgent,
+            "priority": self.priority,
+            "clocks": [
+                {
+                    "name": c.name,
+                    "status": c.status,
+                    "due": c.due_at.isoformat() if c.due_at else None,
+                    "breached_at": c.breached_at.isoformat() if c.breached_at else None,
+                }
+                for c in self.clocks
+            ],
             "messages": [
                 {
                     "direction": m.direction,
@@ -74,9 +117,19 @@ def ticket_ref(prefix: str, ticket_id: int) -> str:
     return f"{prefix}#{ticket_id}"
 
 
-async def list_tickets(prefix: str, limit: int | None = None) -> list[TicketSummary]:
-    """Tickets newest first, each with its messages in arrival order."""
-    query = Ticket.all().order_by("-created_at", "-id")
+async def list_tickets(
+    prefix: str, limit: int | None = None, *, queue: bool = False
+) -> list[TicketSummary]:
+    """Tickets newest first, each with its messages in arrival order.
+
+    ``queue``: the open tickets in work order instead — plan priority first (so package
+    customers come before on-demand ones), then the earliest deadline.
+    """
+    if queue:
+        open_states = [TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.WAITING]
+        query = Ticket.filter(status__in=open_states).order_by("-priority", "deadline", "id")
+    else:
+        query = Ticket.all().order_by("-created_at", "-id")
     if limit is not None:
         query = query.limit(limit)
     tickets = await query
@@ -102,6 +155,10 @@ async def list_tickets(prefix: str, limit: int | None = None) -> list[TicketSumm
             for row in rows
         )
         linked_id = ticket.linked_ticket_id
+        clocks = tuple(
+            ClockSummary(c.name, c.status.value, c.due_at, c.breached_at)
+            for c in await TicketClock.filter(ticket_id=ticket.id).order_by("id")
+        )
         result.append(
             TicketSummary(
                 id=ticket.id,
@@ -117,6 +174,10 @@ async def list_tickets(prefix: str, limit: int | None = None) -> list[TicketSumm
                 deadline=ticket.deadline,
                 linked_ref=ticket_ref(prefix, linked_id) if linked_id else None,
                 messages=messages,
+                severity=ticket.severity,
+                urgent=ticket.urgent,
+                priority=ticket.priority,
+                clocks=clocks,
             )
         )
     return result

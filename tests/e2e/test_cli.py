@@ -201,3 +201,69 @@ def test_hostile_field_lengths_are_stored_not_lost(
     tickets = run_json(capsys, "tickets", "--json")
     assert isinstance(tickets, list) and len(tickets) == 1
     assert tickets[0]["customer_name"] == "N" * 255
+
+
+def test_simulate_shows_severity_clocks_and_reminders_on_christmas_eve(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped rules: Christmas Eve is closed in Sweden, Ultimate L1 answers in 1 hour."""
+    path = env / "outage.eml"
+    path.write_bytes(
+        eml(
+            "Anna Berg <anna.berg@nordicdecor.se>",
+            "Sajten ligger nere",
+            "Ingen kan handla!",
+            "<o@x>",
+        )
+    )
+    shipped = str(REPO / "rules.yaml")
+    result = run_json(
+        capsys,
+        "--rules",
+        shipped,
+        "simulate",
+        str(path),
+        "--json",
+        "--at",
+        "2026-12-24T16:45+01:00",
+    )
+    assert isinstance(result, dict)
+    assert (result["plan"], result["severity"], result["urgent"]) == ("ultimate", "L1", True)
+    due = {c["name"]: c["due"] for c in result["clocks"]}
+    assert due["first_response"] == "2026-12-24T16:45:00+00:00"  # 1 h around the clock
+    assert due["registered"] == "2026-12-24T17:45:00+00:00"  # urgent, office closed: 2 h
+    breach = [r for r in result["reminders"] if r["kind"] == "breach"]
+    assert {r["to"] for r in breach} == {"teamlead@example.com"}
+    assert "inom 1 timme" in result["reply"]["body"]
+    assert "24 december 2026 kl. 17:45" in result["reply"]["body"]
+
+
+def test_tickets_queue_orders_by_plan_priority_then_deadline(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = str(REPO / "rules.yaml")
+    mails = [
+        ("Core <someone@unknown.example>", "Fråga", "<c@x>"),
+        ("Anna Berg <anna.berg@nordicdecor.se>", "Fråga om kassan", "<u@x>"),
+        ("Pro <kalle@nordicdecor.se>", "Fråga om frakt", "<p@x>"),
+    ]
+    for n, (sender, subject, msg_id) in enumerate(mails):
+        (env / f"{n}.eml").write_bytes(eml(sender, subject, "Något fungerar inte.", msg_id))
+    assert (
+        main(
+            [
+                "--rules",
+                shipped,
+                "import",
+                str(env / "0.eml"),
+                str(env / "1.eml"),
+                str(env / "2.eml"),
+                "--no-send",
+            ]
+        )
+        == 0
+    )
+    queue = run_json(capsys, "--rules", shipped, "tickets", "--queue", "--json")
+    assert isinstance(queue, list)
+    assert [t["plan"] for t in queue] == ["ultimate", "pro", "core"]
+    assert all(t["clocks"] and t["severity"] for t in queue)
