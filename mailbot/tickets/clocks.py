@@ -96,3 +96,19 @@ async def record_event(
         at.isoformat(),
     )
     return await recompute(conn, rules, ticket_id, at)
+
+
+async def set_severity(
+    conn: BaseDBAsyncClient,
+    rules: Rules,
+    ticket_id: int,
+    *,
+    severity: str,
+    urgent: bool,
+    at: datetime,
+) -> SlaStatus | None:
+    """An agent re-classified the ticket: its targets may change, so everything is recomputed
+    (from arrival, with the same events; reminders already sent stay sent)."""
+    await Ticket.filter(id=ticket_id).using_db(conn).update(severity=severity, urgent=urgent)
+    log.info("ticket #%d: severity set to %s%s", ticket_id, severity, " urgent" if urgent else "")
+    return await recompute(conn, rules, ticket_id, at)

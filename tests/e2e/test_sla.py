@@ -19,7 +19,7 @@ from mailbot.daemon import Daemon
 from mailbot.policy import Policy, load_policy
 from mailbot.settings import load_settings
 from mailbot.sla.clocks import ClockStatus, EventKind
-from mailbot.tickets.clocks import record_event
+from mailbot.tickets.clocks import record_event, set_severity
 from mailbot.tickets.models import Reminder, ReminderStatus, Ticket, TicketClock
 from tests.e2e.conftest import REPO
 from tests.e2e.test_spine import append, mail
@@ -167,3 +167,38 @@ async def test_a_met_clock_cancels_its_reminders(
         message_from_bytes(m.raw, policy=policy.default) for m in smtp_sink.messages[sent_before:]
     ]
     assert all("first" not in str(m["Subject"]).lower() for m in sent)
+
+
+async def test_an_agent_raising_the_severity_tightens_the_deadlines(
+    imap_server: Any, smtp_sink: Any, shipped: Policy, database: str
+) -> None:
+    clock = FixedClock(MONDAY_10)
+    daemon = Daemon(settings_for(imap_server, smtp_sink, database), shipped, clock)
+    _, raw = mail(
+        "Anna Berg <anna.berg@nordicdecor.se>", "Fråga om frakt", "Hur ändrar jag frakten?"
+    )
+    await append(imap_server, raw)
+    await daemon.run_once()
+    ticket = await Ticket.get(customer="anna.berg@nordicdecor.se")
+    assert ticket.severity == "L4" and ticket.deadline == MONDAY_10 + timedelta(hours=4)
+    async with in_transaction() as conn:
+        await set_severity(
+            conn,
+            shipped.rules,
+            ticket.id,
+            severity="L1",
+            urgent=True,
+            at=MONDAY_10 + timedelta(minutes=5),
+        )
+    ticket = await Ticket.get(id=ticket.id)
+    assert (ticket.severity, ticket.urgent) == ("L1", True)
+    assert ticket.deadline == MONDAY_10 + timedelta(hours=1)
+    breach = await Reminder.get(ticket_id=ticket.id, clock="first_response", kind="breach")
+    assert breach.due_at == MONDAY_10 + timedelta(hours=1)
+    # A restarted daemon sends the due reminders once, like the first one would have.
+    clock.set(MONDAY_10 + timedelta(minutes=61))
+    restarted = Daemon(settings_for(imap_server, smtp_sink, database), shipped, clock)
+    assert (await restarted.run_once()).sent >= 1
+    assert (
+        await Daemon(settings_for(imap_server, smtp_sink, database), shipped, clock).run_once()
+    ).sent == 0
