@@ -97,9 +97,16 @@ class _Builder:
                 return self._mapping(node, path)
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-            return self._loader.construct_object(node, deep=True)
+            return self._scalar(node, path)
         finally:
             self._stack.discard(id(node))
+
+    def _scalar(self, node: yaml.Node, path: Loc) -> object:
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except ValueError as exc:  # e.g. an impossible date: 2026-02-30
+            self.problems.append((_position(node), f"{_path_text(path)}: {exc}"))
+            return node.value
 
     def _key(self, node: yaml.Node, path: Loc) -> str | int | None:
         if not isinstance(node, yaml.ScalarNode):

@@ -337,3 +337,17 @@ def test_shape_errors_are_in_plain_words() -> None:
         f"rules.yaml:{where(text, '{a: b}')}: customers: expected a list",
         f"rules.yaml:{where(text, 'languages: []', 11)}: languages: needs at least 1 item",
     ]
+
+
+def test_an_impossible_date_is_a_rules_error_with_its_position() -> None:
+    text = (
+        "version: 1\nidentity: {address: s@e.com, name: S}\ntimezone: Europe/Stockholm\n"
+        "plans: {core: {name: C, first_response: {hours: 4}}}\ndefault_plan: core\n"
+        "calendars:\n  office:\n    closed: [2026-02-30]\n"
+    )
+    with pytest.raises(RulesError) as info:
+        parse_rules(text, "r.yaml")
+    assert any(
+        p.startswith("r.yaml:8:14: calendars.office.closed[0]: day is out of range")
+        for p in info.value.problems
+    ), info.value.problems
