@@ -103,7 +103,9 @@ class Daemon:
             except Exception:
                 log.exception("reminder sweep failed; retrying at the next sweep")
                 due = None
-            if due is not None:
+            if due is not None and due <= self.clock.now():
+                self.wake_reminders.set()  # more were due than one sweep takes: go on now
+            elif due is not None:
                 scheduler.add_job(
                     self.wake_reminders.set,
                     "date",
