@@ -25,6 +25,7 @@ from mailbot.mailbox.imap import append_messages
 from mailbot.policy import load_policy
 from mailbot.settings import load_settings
 from mailbot.tickets.database import close_database, open_database, sqlite_url
+from mailbot.tickets.models import Reminder, ReminderStatus
 from mailbot.tickets.queries import list_tickets
 
 USER, PASSWORD = "support", "demo-password"
@@ -57,7 +58,7 @@ FIRST_ROUND = [
     _mail(
         "Anna Berg <anna.berg@nordicdecor.se>",
         "Kassan visar fel vid betalning",
-        "Hej!\n\nSedan i morse får våra kunder ett felmeddelande när de ska betala i kassan. "
+        "Hej!\n\nKunderna kan inte betala i kassan sedan i morse, de får ett felmeddelande. "
         "Det gäller både kort och Swish. Kan ni titta på det så snart som möjligt?\n\n"
         "Tack på förhand,\nAnna\n",
     ),
@@ -151,8 +152,17 @@ async def _account(prefix: str, sink: SmtpSink) -> None:
             f"customer {ticket.customer}"
         )
         _say(f"   subject:  {ticket.subject}")
-        due = ticket.deadline.isoformat(timespec="minutes") if ticket.deadline else "-"
-        _say(f"   answer due: {due}")
+        urgent = ", urgent" if ticket.urgent else ""
+        _say(f"   severity: {ticket.severity}{urgent}")
+        for clock in ticket.clocks:
+            due = clock.due_at.isoformat(timespec="minutes") if clock.due_at else "-"
+            _say(f"   clock:    {clock.name:<15} due {due} ({clock.status})")
+        pending = await Reminder.filter(ticket_id=ticket.id, status=ReminderStatus.PENDING)
+        for reminder in sorted(pending, key=lambda r: r.due_at)[:3]:
+            _say(
+                f"   reminder: {reminder.due_at.isoformat(timespec='minutes')} "
+                f"{reminder.clock} {reminder.kind} -> {reminder.recipient}"
+            )
         for msg in ticket.messages:
             arrow = "<-" if msg.direction == "in" else "->"
             tag = (
