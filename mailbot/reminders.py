@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -73,7 +73,6 @@ class SweepReport:
     skipped: int = 0
     missed: int = 0
     lost_races: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 async def plan_reminders(
