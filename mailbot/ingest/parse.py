@@ -175,6 +175,11 @@ KEPT_HEADERS = frozenset(
         "user-agent",
         "thread-index",
         "thread-topic",
+        # the sender's own urgency marks (for classification rules on headers)
+        "x-priority",
+        "x-msmail-priority",
+        "importance",
+        "priority",
     }
 )
 REPORT_TYPES_HEADER = "x-mailbot-report-types"

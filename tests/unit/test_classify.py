@@ -607,3 +607,33 @@ def test_rules_built_in_python_are_cross_checked() -> None:
     data["classification"]["rules"][0]["when"]["plan"] = ("gold",)
     with pytest.raises(ValueError, match="unknown plan 'gold'"):
         Rules.model_validate(data)
+
+
+def test_a_priority_header_reaches_a_header_rule_through_the_parser() -> None:
+    from mailbot.ingest.parse import parse_message
+    from mailbot.rules.loader import parse_rules as load
+
+    raw = (
+        b"From: a@shop.example\r\nTo: support@example.com\r\nSubject: Question\r\n"
+        b"Message-ID: <p1@shop.example>\r\nX-Priority: 1 (Highest)\r\nImportance: high\r\n\r\n"
+        b"Something small.\r\n"
+    )
+    msg = parse_message(raw)
+    assert msg.header("x-priority") == "1 (Highest)" and msg.header("importance") == "high"
+    rules = load(
+        "version: 1\nidentity: {address: s@e.com, name: S}\ntimezone: Europe/Stockholm\n"
+        "plans: {core: {name: C, first_response: {hours: 4}}}\ndefault_plan: core\n"
+        "classification:\n  rules:\n    - name: flagged-urgent\n"
+        "      when: {header: {x-priority: '^1'}}\n      set: {urgent: true}\n",
+        "r.yaml",
+    )
+    result = classify(
+        rules,
+        subject=msg.subject,
+        text=msg.text,
+        sender="a@shop.example",
+        language="en",
+        plan="core",
+        headers=msg.headers,
+    )
+    assert result.urgent is True
