@@ -202,7 +202,7 @@ class Intake:
             )
             ticket_id = applied.ticket_id
             if ticket_id is not None and decision.sla is not None:
-                await store_sla(conn, ticket_id, decision.sla)
+                await store_sla(conn, ticket_id, decision.sla, new=True)
             elif ticket_id is not None and applied.resumed:
                 await record_event(conn, policy.rules, ticket_id, EventKind.RESUMED, now)
             reply_kind = None

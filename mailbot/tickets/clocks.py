@@ -16,34 +16,65 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from mailbot.reminders import plan_reminders
 from mailbot.rules.schema import Rules
-from mailbot.sla.clocks import EventKind
+from mailbot.sla.clocks import ClockState, EventKind
 from mailbot.sla.plan import SlaStatus, TicketEvent, sla_status
-from mailbot.tickets.models import ClockEventRow, Ticket, TicketClock
+from mailbot.tickets.models import ClockEventRow, Reminder, Ticket, TicketClock
 
 log = logging.getLogger(__name__)
 
 
-async def store_sla(conn: BaseDBAsyncClient, ticket_id: int, status: SlaStatus) -> None:
+async def store_sla(
+    conn: BaseDBAsyncClient, ticket_id: int, status: SlaStatus, *, new: bool = False
+) -> None:
+    """Write ``status``; ``new``: the ticket was just created, so nothing exists to replace."""
+    if new:
+        await TicketClock.bulk_create(
+            [
+                TicketClock(ticket_id=ticket_id, name=state.name, **_clock_fields(state))
+                for state in status.clocks
+            ],
+            using_db=conn,
+        )
+        if status.reminders:
+            await Reminder.bulk_create(
+                [
+                    Reminder(
+                        ticket_id=ticket_id,
+                        clock=p.clock,
+                        kind=p.kind,
+                        due_at=p.due_at,
+                        recipient=p.recipient,
+                    )
+                    for p in status.reminders
+                ],
+                using_db=conn,
+            )
+        return
     existing = {
         row.name: row for row in await TicketClock.filter(ticket_id=ticket_id).using_db(conn)
     }
     for state in status.clocks:
-        fields = {
-            "status": state.status,
-            "started_at": state.started_at,
-            "due_at": state.due_at,
-            "breached_at": state.breached_at,
-            "stopped_at": state.stopped_at,
-        }
         row = existing.pop(state.name, None)
         if row is None:
-            await TicketClock.create(using_db=conn, ticket_id=ticket_id, name=state.name, **fields)
+            await TicketClock.create(
+                using_db=conn, ticket_id=ticket_id, name=state.name, **_clock_fields(state)
+            )
         else:
-            await TicketClock.filter(id=row.id).using_db(conn).update(**fields)
+            await TicketClock.filter(id=row.id).using_db(conn).update(**_clock_fields(state))
     for stale in existing.values():
         await stale.delete(using_db=conn)
     await Ticket.filter(id=ticket_id).using_db(conn).update(deadline=status.next_deadline)
     await plan_reminders(conn, ticket_id, status.reminders)
+
+
+def _clock_fields(state: ClockState) -> dict[str, object]:
+    return {
+        "status": state.status,
+        "started_at": state.started_at,
+        "due_at": state.due_at,
+        "breached_at": state.breached_at,
+        "stopped_at": state.stopped_at,
+    }
 
 
 async def recompute(
