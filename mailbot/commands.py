@@ -12,6 +12,7 @@ from tortoise import connections
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, ParseError
+from mailbot.ingest.correlate import ticket_ref
 from mailbot.ingest.pipeline import Analysis, Intake, analyse, answer_for, parse_off_loop
 from mailbot.ingest.sources import iter_raw
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
@@ -125,9 +126,9 @@ def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict
         "text": analysis.text,
         "ticket": {
             "action": decision.thread.action.value,
-            "ref": f"{prefix}#{ticket_id}" if ticket_id is not None else None,
+            "ref": ticket_ref(prefix, ticket_id) if ticket_id is not None else None,
             "linked": (
-                f"{prefix}#{decision.thread.linked_ticket_id}"
+                ticket_ref(prefix, decision.thread.linked_ticket_id)
                 if decision.thread.linked_ticket_id
                 else None
             ),

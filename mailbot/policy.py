@@ -30,8 +30,7 @@ class Policy:
 
     @property
     def own_addresses(self) -> frozenset[str]:
-        identity = self.rules.identity
-        return frozenset(a.lower() for a in (identity.address, *identity.extra_addresses))
+        return self.rules.identity.addresses
 
     @property
     def domain(self) -> str:

@@ -25,6 +25,7 @@ from tortoise.transactions import in_transaction
 
 from mailbot.clock import Clock
 from mailbot.domain import Address, TicketStatus
+from mailbot.ingest.correlate import ticket_ref
 from mailbot.outbound.compose import compose, new_message_id, reference_chain
 from mailbot.policy import Policy
 from mailbot.rules.deadline import format_deadline
@@ -86,6 +87,15 @@ async def plan_reminders(
         (row.clock, row.kind)
         for row in await Reminder.filter(ticket_id=ticket_id).using_db(conn).only("clock", "kind")
     }
+    return await insert_reminders(
+        conn, ticket_id, [p for p in planned if (p.clock, p.kind) not in done]
+    )
+
+
+async def insert_reminders(
+    conn: BaseDBAsyncClient, ticket_id: int, planned: Iterable[PlannedReminder]
+) -> int:
+    """Insert reminder rows as they are (the caller knows none of them exists yet)."""
     rows = [
         Reminder(
             ticket_id=ticket_id,
@@ -95,7 +105,6 @@ async def plan_reminders(
             recipient=p.recipient,
         )
         for p in planned
-        if (p.clock, p.kind) not in done
     ]
     if rows:
         await Reminder.bulk_create(rows, using_db=conn)
@@ -187,7 +196,7 @@ class ReminderSweeper:
             .first()
         )
         parent = first.message_id if first else None
-        ref = f"{rules.identity.ticket_prefix}#{ticket.id}"
+        ref = ticket_ref(rules.identity.ticket_prefix, ticket.id)
         context: dict[str, object] = {
             "ticket_ref": ref,
             "subject": ticket.subject,

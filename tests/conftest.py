@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -80,6 +81,13 @@ async def imap_server(request: pytest.FixtureRequest) -> AsyncIterator[ImapTestS
         handle.kill = handle.freeze = _shared_server
         yield handle
         return
+    async with _pymap() as handle:
+        yield handle
+
+
+@contextlib.asynccontextmanager
+async def _pymap() -> AsyncIterator[ImapTestServer]:
+    """A fresh in-process pymap, as a test server handle it may kill or freeze."""
     async with running_pymap("support", "pymap-secret") as srv:
         yield ImapTestServer(
             kind="pymap",
@@ -114,16 +122,8 @@ async def disposable_imap_server(request: pytest.FixtureRequest) -> AsyncIterato
         finally:
             server.stop()
         return
-    async with running_pymap("support", "pymap-secret") as srv:
-        yield ImapTestServer(
-            kind="pymap",
-            host=srv.host,
-            port=srv.port,
-            user=srv.user,
-            password=srv.password,
-            kill=srv.kill,
-            freeze=srv.freeze,
-        )
+    async with _pymap() as handle:
+        yield handle
 
 
 @pytest.fixture

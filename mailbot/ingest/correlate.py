@@ -43,8 +43,14 @@ def token_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(r"\[" + re.escape(prefix) + r"#(\d{1,12})\]", re.IGNORECASE)
 
 
-def format_token(prefix: str, ticket_id: int) -> str:
-    return f"[{prefix}#{ticket_id}]"
+def ticket_ref(prefix: str, ticket: int | str) -> str:
+    """The ticket reference people read: ``#1042`` or ``ASHOP#1042``."""
+    return f"{prefix}#{ticket}"
+
+
+def format_token(prefix: str, ticket: int | str) -> str:
+    """The token put in subjects: ``[#1042]`` or ``[ASHOP#1042]``."""
+    return f"[{ticket_ref(prefix, ticket)}]"
 
 
 def find_token(subject: str, prefix: str) -> int | None:

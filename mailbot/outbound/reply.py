@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mailbot.domain import Decision, Reply
-from mailbot.ingest.correlate import format_token
+from mailbot.ingest.correlate import format_token, ticket_ref
 from mailbot.outbound.compose import (
     Outgoing,
     compose,
@@ -31,8 +31,8 @@ def reply_context(
     if decision.deadline is not None:
         deadline_text = format_deadline(decision.deadline, rules.tz, reply.language)
     return {
-        "ticket_ref": f"{rules.identity.ticket_prefix}#{number}",
-        "ticket_token": f"[{rules.identity.ticket_prefix}#{number}]",
+        "ticket_ref": ticket_ref(rules.identity.ticket_prefix, number),
+        "ticket_token": format_token(rules.identity.ticket_prefix, number),
         "subject": subject,
         "customer_name": reply.to.name,
         "plan_name": plan.name,
@@ -64,9 +64,7 @@ def build_reply(
     context = reply_context(policy, decision, reply, ticket_id, subject)
     rendered = policy.renderer.render(reply.template, reply.language, context)
     prefix = policy.rules.identity.ticket_prefix
-    token = (
-        format_token(prefix, ticket_id) if ticket_id is not None else f"[{prefix}#{UNSAVED_REF}]"
-    )
+    token = format_token(prefix, ticket_id if ticket_id is not None else UNSAVED_REF)
     out = compose(
         sender=policy.support,
         to=reply.to,

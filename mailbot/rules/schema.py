@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mailbot.domain import ReplyKind
+from mailbot.ingest.correlate import format_token
 from mailbot.rules.classify_schema import Classification, classification_problems
 from mailbot.rules.language import SUPPORTED
 from mailbot.sla.calendar import AROUND_THE_CLOCK, AROUND_THE_CLOCK_NAME, BusinessCalendar
@@ -169,7 +170,7 @@ class Identity(_Model):
 
     def token(self, number: int) -> str:
         """The ticket token put in subjects: ``[#1042]`` or ``[ASHOP#1042]``."""
-        return f"[{self.ticket_prefix}#{number}]"
+        return format_token(self.ticket_prefix, number)
 
 
 class OfficeHours(_Model):

@@ -14,11 +14,11 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from mailbot.reminders import plan_reminders
+from mailbot.reminders import insert_reminders, plan_reminders
 from mailbot.rules.schema import Rules
 from mailbot.sla.clocks import ClockState, EventKind
 from mailbot.sla.plan import SlaStatus, TicketEvent, sla_status
-from mailbot.tickets.models import ClockEventRow, Reminder, Ticket, TicketClock
+from mailbot.tickets.models import ClockEventRow, Ticket, TicketClock
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,7 @@ async def store_sla(
             ],
             using_db=conn,
         )
-        if status.reminders:
-            await Reminder.bulk_create(
-                [
-                    Reminder(
-                        ticket_id=ticket_id,
-                        clock=p.clock,
-                        kind=p.kind,
-                        due_at=p.due_at,
-                        recipient=p.recipient,
-                    )
-                    for p in status.reminders
-                ],
-                using_db=conn,
-            )
+        await insert_reminders(conn, ticket_id, status.reminders)
         return
     existing = {
         row.name: row for row in await TicketClock.filter(ticket_id=ticket_id).using_db(conn)

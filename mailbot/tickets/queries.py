@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mailbot.domain import TicketStatus
+from mailbot.ingest.correlate import ticket_ref
 from mailbot.tickets.models import (
     Direction,
     Message,
@@ -111,10 +112,6 @@ class TicketSummary:
                 for m in self.messages
             ],
         }
-
-
-def ticket_ref(prefix: str, ticket_id: int) -> str:
-    return f"{prefix}#{ticket_id}"
 
 
 async def list_tickets(
