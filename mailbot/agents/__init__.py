@@ -1,0 +1,1 @@
+"""Agents working by mail: signed reply tokens, commands, assignment and relaying."""

@@ -1,0 +1,1 @@
+"""Time banks and billing: durations, charges, surcharges and balances (pure)."""
