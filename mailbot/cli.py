@@ -57,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
         help="open tickets in work order: plan priority, then the next deadline",
     )
 
+    report = sub.add_parser("report", help="monthly reports: time banks, SLA results")
+    report.add_argument("kind", choices=["timebank", "sla"])
+    report.add_argument("--period", required=True, help="a month, YYYY-MM")
+    report.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    report.add_argument("--json", action="store_true")
+
+    bank = sub.add_parser("timebank", help="prepaid hours: top up, or show balances")
+    bank_sub = bank.add_subparsers(dest="bank_command", required=True)
+    topup = bank_sub.add_parser("topup", help="add prepaid hours to an account")
+    topup.add_argument("account")
+    topup.add_argument("amount", help="a duration: 10h, 90m, 1h30")
+    topup.add_argument("--note", default="")
+    balance = bank_sub.add_parser("balance", help="the balance of one account, now")
+    balance.add_argument("account")
+
     quarantine = sub.add_parser("quarantine", help="list quarantined messages, or retry them")
     quarantine.add_argument("--retry", type=int, action="append", default=[], metavar="ID")
     quarantine.add_argument("--retry-all", action="store_true")
@@ -120,6 +135,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await commands.tickets(
             settings, as_json=args.json, limit=args.limit, queue=args.queue
         )
+    if args.command == "report":
+        return await commands.report(
+            settings, args.kind, args.period, as_csv=args.csv, as_json=args.json
+        )
+    if args.command == "timebank":
+        if args.bank_command == "topup":
+            return await commands.timebank_topup(settings, args.account, args.amount, args.note)
+        return await commands.timebank_balance(settings, args.account)
     if args.command == "quarantine":
         return await commands.quarantine(settings, retry=args.retry, retry_all=args.retry_all)
     raise AssertionError(args.command)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tortoise import connections
 
+from mailbot.agents.secret_key import signer_for
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, ParseError
@@ -19,7 +23,7 @@ from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
 from mailbot.settings import Settings
 from mailbot.tickets.database import close_database, open_database, redact
-from mailbot.tickets.models import Message, MessageState
+from mailbot.tickets.models import Message, MessageState, Ticket
 from mailbot.tickets.queries import list_quarantine, list_tickets
 from mailbot.tickets.service import Origin
 
@@ -203,7 +207,7 @@ async def import_paths(settings: Settings, paths: list[Path], *, send: bool) -> 
     await open_database(settings.db_url)
     counts = dict.fromkeys(Disposition, 0)
     try:
-        intake = Intake(policy, SystemClock(), send_replies=send)
+        intake = Intake(policy, SystemClock(), signer=signer_for(settings), send_replies=send)
         for path in paths:
             for label, raw in iter_raw(path):
                 outcome = await intake.accept(raw, Origin(label=label))
@@ -258,7 +262,7 @@ async def quarantine(settings: Settings, *, retry: list[int], retry_all: bool) -
             if not entries:
                 _out("quarantine is empty")
             return 0
-        intake = Intake(policy, SystemClock())
+        intake = Intake(policy, SystemClock(), signer=signer_for(settings))
         for row_id in targets:
             row = await Message.filter(id=row_id, state=MessageState.QUARANTINED).first()
             if row is None:
@@ -277,4 +281,109 @@ async def quarantine(settings: Settings, *, retry: list[int], retry_all: bool) -
             _out(f"{row_id}: {outcome.disposition.value} ({outcome.reason})")
     finally:
         await close_database()
+    return 0
+
+
+async def report(
+    settings: Settings, kind: str, period_text: str, *, as_csv: bool, as_json: bool
+) -> int:
+    from mailbot.cli import dump_json
+    from mailbot.tickets.reports import parse_period, sla_report, timebank_report
+
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    period = parse_period(period_text, policy.rules.tz)
+    await _open_for_reading(settings)
+    try:
+        rows: list[Any] = (
+            await timebank_report(policy.rules, period)
+            if kind == "timebank"
+            else await sla_report(policy.rules, period)
+        )
+    finally:
+        await close_database()
+    records = [row.as_json() for row in rows]
+    if as_json:
+        _out(dump_json(records))
+        return 0
+    if as_csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        header = list(records[0]) if records else _REPORT_COLUMNS[kind]
+        writer.writerow(header)
+        for record in records:
+            writer.writerow(["" if record[k] is None else record[k] for k in header])
+        _out(buffer.getvalue().rstrip("\n"))
+        return 0
+    _out(f"{kind} report for {period.label} ({policy.rules.timezone})")
+    if not records:
+        _out("nothing in this period")
+        return 0
+    header = list(records[0])
+    widths = [max(len(h), *(len(_cell(r[h])) for r in records)) for h in header]
+    _out("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for record in records:
+        _out("  ".join(_cell(record[h]).ljust(w) for h, w in zip(header, widths, strict=True)))
+    return 0
+
+
+_REPORT_COLUMNS = {
+    "timebank": [
+        "account", "name", "bank", "worked_minutes", "billed_minutes", "surcharge_minutes",
+        "free_minutes", "allotment_minutes", "used_minutes", "expired_minutes",
+        "overage_minutes", "balance_minutes",
+    ],
+    "sla": ["plan", "name", "tickets", "met", "breached", "open", "median_first_response_minutes"],
+}  # fmt: skip
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+async def timebank_topup(settings: Settings, account: str, amount: str, note: str) -> int:
+    from mailbot.billing.durations import format_minutes, parse_duration
+    from mailbot.tickets.timebank import account_balance, top_up
+
+    try:
+        minutes = parse_duration(amount)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    rules = policy.rules
+    spec = rules.accounts.get(account)
+    if spec is None or spec.time_bank is None or not spec.time_bank.prepaid:
+        prepaid = [a for a, s in rules.accounts.items() if s.time_bank and s.time_bank.prepaid]
+        raise ConfigError(
+            f"{account!r} is not an account with a prepaid time bank in {settings.rules_path}"
+            + (f" (prepaid accounts: {', '.join(prepaid)})" if prepaid else "")
+        )
+    await open_database(settings.db_url)
+    try:
+        now = SystemClock().now()
+        await top_up(None, account, minutes, now, note)
+        balance = await account_balance(None, rules, account, rules.default_plan, now)
+    finally:
+        await close_database()
+    shown = format_minutes(balance) if balance is not None else "-"
+    _out(f"{account}: +{format_minutes(minutes)}, balance {shown}")
+    return 0
+
+
+async def timebank_balance(settings: Settings, account: str) -> int:
+    from mailbot.billing.durations import format_minutes
+    from mailbot.tickets.timebank import account_balance
+
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    rules = policy.rules
+    await _open_for_reading(settings)
+    try:
+        last = await Ticket.filter(account=account).order_by("-id").only("plan").first()
+        plan = last.plan if last is not None else rules.default_plan
+        balance = await account_balance(None, rules, account, plan, SystemClock().now())
+    finally:
+        await close_database()
+    if balance is None:
+        _out(f"{account}: no time bank (all chargeable time is billed as overage)")
+    else:
+        _out(f"{account}: {format_minutes(balance)} left")
     return 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailbot.agents.secret_key import signer_for
 from mailbot.clock import Clock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.ingest.pipeline import Intake
@@ -43,7 +44,7 @@ class Daemon:
         self.settings = settings
         self.policy = policy
         self.clock = clock or SystemClock()
-        self.intake = Intake(policy, self.clock)
+        self.intake = Intake(policy, self.clock, signer=signer_for(settings))
         self.wake_sender = asyncio.Event()
         self.wake_reminders = asyncio.Event()
         self.poller = MailboxPoller(

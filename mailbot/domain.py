@@ -149,6 +149,8 @@ class ThreadMatch:
     action: TicketAction
     reason: str
     linked_ticket_id: int | None = None
+    #: Found through In-Reply-To/References (not the subject token).
+    by_reference: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class Decision:
     urgent: bool = False
     #: The new ticket's clocks and reminders (None for follow-ups and stored-only mail).
     sla: SlaStatus | None = None
+    #: The customer's account (time bank, account manager); None without a sender.
+    account: str | None = None
 
 
 class Severity(enum.StrEnum):

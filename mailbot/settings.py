@@ -2,7 +2,8 @@
 
 The variables (all ``MAILBOT_*``) are listed with their defaults in the README's "Configure"
 table: IMAP_URL, SMTP_URL, IMAP_PASSWORD[_FILE], SMTP_PASSWORD[_FILE], DB_URL, RULES,
-TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES.
+TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES,
+SECRET[_FILE].
 A password file is read once at start-up and stripped of its trailing newline.
 """
 
@@ -50,6 +51,9 @@ class Settings:
     idle_seconds: float = 600.0
     poll_seconds: float = 60.0
     max_message_bytes: int = 50 * 1024 * 1024
+    #: The key that signs agents' reply tokens (MAILBOT_SECRET[_FILE]); None: a key file
+    #: in ``state_dir`` (see ``mailbot.agents.secret_key``).
+    secret: str | None = None
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
@@ -136,4 +140,5 @@ def load_settings(
         idle_seconds=min(_number(env, "MAILBOT_IDLE_SECONDS", 600.0), 25 * 60.0),
         poll_seconds=_number(env, "MAILBOT_POLL_SECONDS", 60.0),
         max_message_bytes=int(_number(env, "MAILBOT_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)),
+        secret=_secret(env, "MAILBOT_SECRET"),
     )

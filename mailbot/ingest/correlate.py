@@ -12,8 +12,10 @@ Order of evidence, strongest first:
 3. Otherwise a new ticket, unless the message is auto-generated (then it is stored without a
    ticket: newsletters and stray bounces do not open tickets).
 
-A reply from a customer to a resolved or closed ticket reopens it; auto-generated mail never
-reopens anything.
+A reply from a customer to a resolved or closed ticket reopens it when it comes within the
+grace period after resolution (``reopen_within``); a later one opens a new ticket linked to
+the old one. Auto-generated mail never reopens anything, and a ticket closed as spam takes
+replies without reopening.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from mailbot.domain import ThreadMatch, TicketAction, TicketStatus
 
@@ -83,15 +86,49 @@ class TicketFacts:
     participants: frozenset[str]
     plan: str = ""
     language: str = ""
+    resolved_at: datetime | None = None
+    spam: bool = False
 
 
 _CLOSED = {TicketStatus.RESOLVED, TicketStatus.CLOSED}
 
 
-def _join(facts: TicketFacts, *, auto: bool, reason: str) -> ThreadMatch:
-    if facts.status in _CLOSED and not auto:
-        return ThreadMatch(facts.ticket_id, TicketAction.REOPEN, reason + "; ticket was closed")
-    return ThreadMatch(facts.ticket_id, TicketAction.APPEND, reason)
+@dataclass(frozen=True, slots=True)
+class Grace:
+    """When a reply to a resolved ticket still reopens it."""
+
+    now: datetime
+    reopen_within: timedelta
+
+    def expired(self, resolved_at: datetime | None) -> bool:
+        return resolved_at is not None and self.now - resolved_at > self.reopen_within
+
+
+def _join(
+    facts: TicketFacts,
+    *,
+    auto: bool,
+    reason: str,
+    grace: Grace | None,
+    by_reference: bool = False,
+) -> ThreadMatch:
+    if facts.status in _CLOSED and not auto and not facts.spam:
+        if grace is not None and grace.expired(facts.resolved_at):
+            return ThreadMatch(
+                None,
+                TicketAction.NEW,
+                f"{reason}; ticket was resolved more than "
+                f"{grace.reopen_within.days} days ago: new ticket, linked",
+                linked_ticket_id=facts.ticket_id,
+                by_reference=by_reference,
+            )
+        return ThreadMatch(
+            facts.ticket_id,
+            TicketAction.REOPEN,
+            reason + "; ticket was closed",
+            by_reference=by_reference,
+        )
+    return ThreadMatch(facts.ticket_id, TicketAction.APPEND, reason, by_reference=by_reference)
 
 
 def correlate(
@@ -104,6 +141,7 @@ def correlate(
     known_ids: Mapping[str, TicketFacts],
     token_ticket: TicketFacts | None,
     token: int | None,
+    grace: Grace | None = None,
 ) -> ThreadMatch:
     """Decide new/append/reopen/none from the message's ids, its token and what we know.
 
@@ -113,7 +151,13 @@ def correlate(
     for msg_id in (*in_reply_to, *reversed(references)):
         facts = known_ids.get(msg_id)
         if facts is not None:
-            return _join(facts, auto=auto_generated, reason=f"replies to {msg_id}")
+            return _join(
+                facts,
+                auto=auto_generated,
+                reason=f"replies to {msg_id}",
+                grace=grace,
+                by_reference=True,
+            )
     linked: int | None = None
     if token is not None and token_ticket is not None:
         if sender is not None and sender.lower() in token_ticket.participants:
@@ -121,6 +165,7 @@ def correlate(
                 token_ticket,
                 auto=auto_generated,
                 reason=f"subject token #{token} from a participant",
+                grace=grace,
             )
         linked = token_ticket.ticket_id
     if auto_generated:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
+from mailbot.agents.authres import AuthVerdict, authenticated
+from mailbot.agents.commands import strip_agent_reply
+from mailbot.agents.tokens import TokenSigner, find_ticket_token
+from mailbot.agents.verdict import AgentVerdict, MailRole, agent_verdict
 from mailbot.clock import Clock
 from mailbot.domain import (
     Decision,
@@ -28,7 +32,7 @@ from mailbot.domain import (
 )
 from mailbot.errors import DatabaseBusyError, ParseError
 from mailbot.ingest.autogen import classify_auto
-from mailbot.ingest.correlate import clean_subject, correlate, find_token
+from mailbot.ingest.correlate import Grace, clean_subject, correlate, find_token
 from mailbot.ingest.parse import parse_message
 from mailbot.ingest.quotes import new_text
 from mailbot.outbound.compose import Outgoing
@@ -37,13 +41,18 @@ from mailbot.outbound.reply import build_reply
 from mailbot.policy import Policy
 from mailbot.rules.engine import MessageView, decide
 from mailbot.sla.clocks import EventKind
+from mailbot.tickets.agent_actions import handle_internal
+from mailbot.tickets.assignment import assign_new_ticket
 from mailbot.tickets.clocks import record_event, store_sla
+from mailbot.tickets.models import Ticket
+from mailbot.tickets.notices import notify_agents
 from mailbot.tickets.service import (
     Origin,
     apply_inbound,
     find_duplicate,
     queue_outgoing,
     sha256_hex,
+    store_inbound,
     store_quarantined,
     thread_facts,
 )
@@ -72,6 +81,8 @@ class Analysis:
     subject: str
     text: str
     decision: Decision
+    #: Whether it is an agent's mail, and whether we may act on it.
+    agent: AgentVerdict
 
 
 async def parse_off_loop(raw: bytes) -> ParsedMessage:
@@ -80,12 +91,40 @@ async def parse_off_loop(raw: bytes) -> ParsedMessage:
     return parse_message(raw)
 
 
+def _token_carriers(parsed: ParsedMessage) -> tuple[list[str], list[tuple[str, str]]]:
+    recipients = [a.email for a in (*parsed.to, *parsed.cc)]
+    recipients += [*parsed.header_all("delivered-to"), *parsed.header_all("x-original-to")]
+    ids = [("In-Reply-To", i) for i in parsed.in_reply_to]
+    ids += [("References", i) for i in parsed.references]
+    return recipients, ids
+
+
+def _auth(parsed: ParsedMessage, policy: Policy) -> AuthVerdict | None:
+    required = policy.rules.agent_mail.require_auth
+    if required is None:
+        return None
+    return authenticated(
+        parsed.header_all("authentication-results"),
+        authserv_id=required.authserv_id,
+        methods=required.methods,
+        from_domain=parsed.from_.domain if parsed.from_ else None,
+    )
+
+
 async def analyse(
-    conn: BaseDBAsyncClient, parsed: ParsedMessage, policy: Policy, now: datetime
+    conn: BaseDBAsyncClient,
+    parsed: ParsedMessage,
+    policy: Policy,
+    now: datetime,
+    signer: TokenSigner | None = None,
 ) -> Analysis:
-    """Loop verdict, threading against the database (read only), and the rules' decision."""
+    """Loop verdict, threading against the database (read only), the rules' decision, and
+    whether it is an agent's answer (only with a ``signer``: tokens cannot be checked
+    without one)."""
     rules = policy.rules
-    verdict = classify_auto(parsed, own_addresses=policy.own_addresses, loop_marker=policy.marker)
+    verdict_auto = classify_auto(
+        parsed, own_addresses=policy.own_addresses, loop_marker=policy.marker
+    )
     token = find_token(parsed.subject, rules.identity.ticket_prefix)
     ids = (*parsed.in_reply_to, *parsed.references)
     known, token_ticket = await thread_facts(conn, ids, token)
@@ -95,10 +134,11 @@ async def analyse(
         references=parsed.references,
         subject=parsed.subject,
         sender=sender,
-        auto_generated=verdict.auto_generated,
+        auto_generated=verdict_auto.auto_generated,
         known_ids=known,
         token_ticket=token_ticket,
         token=token,
+        grace=Grace(now, timedelta(days=rules.agent_mail.reopen_within_days)),
     )
     facts = next(
         (f for f in [*known.values(), token_ticket] if f and f.ticket_id == thread.ticket_id),
@@ -109,13 +149,33 @@ async def analyse(
     decision = decide(
         MessageView.of(parsed, text, subject),
         thread,
-        verdict,
+        verdict_auto,
         rules,
         now,
         ticket_language=facts.language if facts else None,
         ticket_plan=facts.plan if facts else None,
     )
-    return Analysis(parsed=parsed, subject=subject, text=text, decision=decision)
+    agent = rules.agent_for(sender)
+    if signer is None:
+        verdict = AgentVerdict(
+            MailRole.AGENT_DIRECT if agent else MailRole.CUSTOMER, agent, None, "no token key"
+        )
+    else:
+        recipients, carried_ids = _token_carriers(parsed)
+        # The ticket its In-Reply-To/References name (a resolved one too), if any.
+        by_id = (thread.ticket_id or thread.linked_ticket_id) if thread.by_reference else None
+        verdict = agent_verdict(
+            agent=agent,
+            finding=find_ticket_token(
+                signer, recipients=recipients, ids=carried_ids, text=parsed.text
+            ),
+            auto_generated=verdict_auto.auto_generated,
+            thread_ticket=by_id,
+            auth=_auth(parsed, policy) if agent is not None else None,
+        )
+    if verdict.internal:
+        text = strip_agent_reply(parsed.text, languages=tuple(rules.languages))
+    return Analysis(parsed=parsed, subject=subject, text=text, decision=decision, agent=verdict)
 
 
 def answer_for(
@@ -140,9 +200,17 @@ def answer_for(
 class Intake:
     """The intake pipeline. ``policy`` is read once per message: one consistent ruleset."""
 
-    def __init__(self, policy: Policy, clock: Clock, *, send_replies: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Clock,
+        *,
+        signer: TokenSigner,
+        send_replies: bool = True,
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        self.signer = signer
         self.send_replies = send_replies
 
     async def accept(self, raw: bytes, origin: Origin) -> Outcome:
@@ -186,8 +254,13 @@ class Intake:
                     None,
                     duplicate,
                 )
-            analysis = await analyse(conn, parsed, policy, now)
+            analysis = await analyse(conn, parsed, policy, now, self.signer)
             decision = analysis.decision
+            if analysis.agent.internal or (
+                analysis.agent.role is MailRole.AGENT_DIRECT
+                and decision.thread.action in (TicketAction.APPEND, TicketAction.REOPEN)
+            ):
+                return await self._store_agent_mail(conn, raw, parsed, origin, digest, analysis)
             applied = await apply_inbound(
                 conn,
                 msg=parsed,
@@ -216,6 +289,8 @@ class Intake:
                     now=now,
                 )
                 reply_kind = decision.reply.kind
+            if ticket_id is not None and not decision.auto.auto_generated:
+                await self._tell_agents(conn, ticket_id, analysis, now)
         log.info(
             "stored %s message-id %s ticket #%s action %s reply %s (%s)",
             origin.label,
@@ -232,6 +307,95 @@ class Intake:
             decision.thread.action,
             reply_kind,
             decision.thread.reason,
+        )
+
+    async def _tell_agents(
+        self, conn: BaseDBAsyncClient, ticket_id: int, analysis: Analysis, now: datetime
+    ) -> None:
+        """Assign a new ticket; notify its agent (or team) of it and of customer replies."""
+        action = analysis.decision.thread.action
+        ticket = await Ticket.get(id=ticket_id, using_db=conn)
+        if ticket.spam:
+            return
+        if action is TicketAction.NEW:
+            await assign_new_ticket(conn, self.policy.rules, ticket)
+        event = {
+            TicketAction.NEW: "new",
+            TicketAction.APPEND: "reply",
+            TicketAction.REOPEN: "reopened",
+        }.get(action)
+        if event is None:
+            return
+        sender = analysis.agent.agent
+        await notify_agents(
+            conn,
+            self.policy,
+            self.signer,
+            ticket,
+            event=event,
+            author=analysis.parsed.from_.email if analysis.parsed.from_ else "",
+            text=analysis.text,
+            now=now,
+            exclude=frozenset({sender}) if sender else frozenset(),
+        )
+
+    async def _store_agent_mail(
+        self,
+        conn: BaseDBAsyncClient,
+        raw: bytes,
+        parsed: ParsedMessage,
+        origin: Origin,
+        digest: str,
+        analysis: Analysis,
+    ) -> Outcome:
+        """An agent's mail (or a reply to an agent notification): see mailbot.agents.verdict."""
+        now = self.clock.now()
+        verdict = analysis.agent
+        decision = analysis.decision
+        ticket_id = verdict.ticket_id if verdict.internal else decision.thread.ticket_id
+        if ticket_id is not None and not await Ticket.filter(id=ticket_id).using_db(conn).exists():
+            ticket_id = None
+        row = await store_inbound(
+            conn,
+            msg=parsed,
+            raw=raw,
+            origin=origin,
+            content_hash=digest,
+            ticket_id=ticket_id,
+            new_text=analysis.text,
+            now=now,
+            auto_generated=decision.auto.auto_generated,
+            auto_reason=decision.auto.reason,
+            bounce=decision.auto.bounce,
+            role="agent"
+            if verdict.role is MailRole.AGENT_REPLY
+            else ("internal" if verdict.internal else "agent"),
+        )
+        reason = verdict.reason
+        if verdict.internal:
+            result = await handle_internal(
+                conn,
+                self.policy,
+                self.signer,
+                verdict=verdict,
+                sender=parsed.from_.email if parsed.from_ else "",
+                subject=analysis.subject,
+                text=analysis.text,
+                message_id=parsed.message_id,
+                message_row=row,
+                now=now,
+            )
+            reason = f"{verdict.reason}: {', '.join(result.executed) or result.reason}"
+        log.info(
+            "stored %s message-id %s ticket #%s as %s (%s)",
+            origin.label,
+            parsed.message_id,
+            ticket_id,
+            verdict.role.value,
+            reason,
+        )
+        return Outcome(
+            Disposition.STORED, parsed.message_id, ticket_id, TicketAction.APPEND, None, reason
         )
 
     async def _after_conflict(

@@ -152,9 +152,17 @@ def compose(
     marker: str,
     ticket_ref: str,
     language: str,
-    auto_submitted: str = "auto-replied",
+    auto_submitted: str | None = "auto-replied",
+    reply_to: Address | None = None,
 ) -> Outgoing:
-    utf8 = not (sender.email.isascii() and to.email.isascii())
+    """The mail's bytes. ``auto_submitted=None`` marks a human's answer (an agent's relayed
+    reply): no ``Auto-Submitted``, so the customer's own auto-responder rules treat it as
+    personal mail; the loop marker is kept all the same."""
+    utf8 = not (
+        sender.email.isascii()
+        and to.email.isascii()
+        and (reply_to is None or reply_to.email.isascii())
+    )
     clean_subject = single_line(subject)[:_MAX_SUBJECT]
     lines = [
         _address_line("From", sender, utf8),
@@ -163,12 +171,15 @@ def compose(
         f"Date: {format_datetime(date)}",
         f"Message-ID: {message_id}",
     ]
+    if reply_to is not None:
+        lines.append(_address_line("Reply-To", reply_to, utf8))
     if in_reply_to and _ASCII_ID.match(in_reply_to):
         lines.append(f"In-Reply-To: {in_reply_to}")
     if references:
         lines.append(_fold("References", " ".join(references)))
+    if auto_submitted is not None:
+        lines.append(f"Auto-Submitted: {single_line(auto_submitted)}")
     lines += [
-        f"Auto-Submitted: {auto_submitted}",
         "X-Auto-Response-Suppress: All",
         f"X-Mailbot-Loop: {marker}",
         _encoded("X-Mailbot-Ticket", single_line(ticket_ref), utf8),

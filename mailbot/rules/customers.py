@@ -32,6 +32,9 @@ class CustomerMatch:
     language: str | None
     matched_by: MatchedBy
     rule: str
+    #: Whose time bank and account manager: the entry's ``account``, else the entry's
+    #: ``match`` (``@shop.se``), else (default plan) the sender's address.
+    account: str
 
 
 def _domain_rank(customer: Customer, domain: str) -> tuple[int, int] | None:
@@ -69,6 +72,7 @@ def resolve_customer(rules: Rules, address: str) -> CustomerMatch:
         language=None,
         matched_by="default",
         rule=f"default_plan: {rules.default_plan}",
+        account=key,
     )
 
 
@@ -80,6 +84,7 @@ def _matched(rules: Rules, customer: Customer, how: MatchedBy) -> CustomerMatch:
         language=customer.language,
         matched_by=how,
         rule=customer.match,
+        account=customer.account or customer.match,
     )
 
 

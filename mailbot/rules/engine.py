@@ -6,7 +6,7 @@ The order of the checks is the policy, and every step that fires is named in
 1. no ticket action (auto-generated mail that threads nowhere)  -> store only
 2. follow-up on an existing ticket                              -> no automatic answer
 3. auto-generated mail                                          -> never answered
-4. no valid sender address                                      -> ticket, no answer
+4. no valid sender address, or the sender is an agent           -> ticket, no answer
 5. plan says how-to questions go to the wiki, the message reads
    as a how-to question and articles match                      -> wiki redirect
 6. otherwise                                                    -> acknowledgement
@@ -98,6 +98,7 @@ def decide(
             severity=severity,
             urgent=urgent,
             sla=sla,
+            account=customer.account if customer is not None else None,
         )
 
     if thread.action is TicketAction.NONE:
@@ -128,6 +129,10 @@ def decide(
         return result(None, deadline)
     if view.sender is None:
         hits.append("no valid sender address: no automatic answer")
+        return result(None, deadline)
+    agent = rules.agent_for(sender_key)
+    if agent is not None:
+        hits.append(f"sender is agent {agent}: no automatic answer")
         return result(None, deadline)
     if plan.howto == "wiki" and looks_like_howto(view.subject, view.text, language):
         articles = match_articles(rules, subject=view.subject, text=view.text, language=language)

@@ -31,6 +31,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mailbot.agents.schema import (
+    Account,
+    Agent,
+    AgentMail,
+    Assignment,
+    Team,
+    people_reference_problems,
+)
+from mailbot.billing.schema import BillingSpec, TimeBankSpec
 from mailbot.domain import ReplyKind
 from mailbot.ingest.correlate import format_token
 from mailbot.rules.classify_schema import Classification, classification_problems
@@ -255,6 +264,8 @@ class Plan(_Model):
     howto: Literal["wiki", "acknowledge"] = "acknowledge"
     promise: dict[Language, str] = Field(default_factory=dict)
     sla: PlanSla | None = None
+    #: The time bank of customers on this plan who have no account with its own.
+    time_bank: TimeBankSpec | None = None
 
 
 class Customer(_Model):
@@ -264,6 +275,8 @@ class Customer(_Model):
     plan: str
     name: str | None = None
     language: Language | None = None
+    #: The organisation this entry belongs to (``accounts``): its time bank and manager.
+    account: str | None = None
 
     @field_validator("match")
     @classmethod
@@ -340,6 +353,12 @@ class Rules(_Model):
     templates: Templates = Templates()
     classification: Classification = Classification()
     calendars: dict[CalendarName, CalendarSpec] = Field(default_factory=dict)
+    agents: dict[str, Agent] = Field(default_factory=dict)
+    teams: dict[str, Team] = Field(default_factory=dict)
+    assignment: Assignment = Assignment()
+    accounts: dict[str, Account] = Field(default_factory=dict)
+    billing: BillingSpec = BillingSpec()
+    agent_mail: AgentMail = AgentMail()
 
     @field_validator("timezone")
     @classmethod
@@ -400,6 +419,39 @@ class Rules(_Model):
     def calendar(self, name: str = OFFICE) -> BusinessCalendar:
         """The business calendar called ``name`` (``KeyError`` if there is none)."""
         return self.business_calendars[name]
+
+    @property
+    def agent_addresses(self) -> dict[str, str]:
+        """Every agent address (lower-cased) -> the agent's id."""
+        return {
+            address: agent_id
+            for agent_id, agent in self.agents.items()
+            for address in agent.addresses
+        }
+
+    def agent_for(self, address: str | None) -> str | None:
+        """The id of the agent who writes from ``address``, or None."""
+        if not address:
+            return None
+        return self.agent_addresses.get(address.strip().lower())
+
+    def account_manager(self, account: str) -> str | None:
+        entry = self.accounts.get(account)
+        return entry.account_manager if entry is not None else None
+
+    def time_bank(self, account: str | None, plan: str) -> TimeBankSpec | None:
+        """The account's own time bank, else the plan's, else None (all time is overage)."""
+        entry = self.accounts.get(account) if account is not None else None
+        if entry is not None and entry.time_bank is not None:
+            return entry.time_bank
+        plan_spec = self.plans.get(plan)
+        return plan_spec.time_bank if plan_spec is not None else None
+
+    def plan_calendar(self, plan: str) -> BusinessCalendar:
+        """The calendar a plan's office hours are judged on (its SLA's, else ``office``)."""
+        spec = self.plans.get(plan)
+        name = spec.sla.calendar if spec is not None and spec.sla is not None else OFFICE
+        return self.calendar(name)
 
 
 #: Built calendars per live Rules object (see ``Rules.business_calendars``).
@@ -495,5 +547,31 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
             ("wiki", i, "language"), article.get("language"), declared, "language"
         )
     problems += calendar_reference_problems(data)
+    problems += people_reference_problems(data)
+    problems += _billing_problems(data)
     problems += classification_problems(data.get("classification"), plan_ids, declared)
+    return problems
+
+
+def _billing_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """Categories named by assignment rules must exist in ``billing.categories``."""
+    billing = data.get("billing")
+    categories: list[str]
+    if isinstance(billing, Mapping) and isinstance(billing.get("categories"), Mapping):
+        categories = [str(c) for c in billing["categories"]]
+    else:
+        categories = list(BillingSpec().categories)
+    problems: list[tuple[Loc, str]] = []
+    assignment = data.get("assignment")
+    by_category = assignment.get("by_category") if isinstance(assignment, Mapping) else None
+    if isinstance(by_category, Mapping):
+        for category in by_category:
+            if str(category) not in categories:
+                hint = did_you_mean(category, categories)
+                problems.append(
+                    (
+                        ("assignment", "by_category", category),
+                        f"unknown category {category!r}{hint}",
+                    )
+                )
     return problems

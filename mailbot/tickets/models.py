@@ -59,6 +59,14 @@ class Ticket(Model):
     severity = fields.CharField(max_length=4, default="L4")
     urgent = fields.BooleanField(default=False)
     priority = fields.IntField(default=0, db_index=True)
+    #: The agent (an id from rules.yaml ``agents``) and team the ticket is assigned to.
+    assignee = fields.CharField(max_length=64, null=True, db_index=True)
+    team = fields.CharField(max_length=64, null=True)
+    #: The customer's account (rules.yaml ``accounts``, or the customer entry's match).
+    account = fields.CharField(max_length=320, null=True, db_index=True)
+    category = fields.CharField(max_length=32, default="")
+    resolved_at = fields.DatetimeField(null=True)
+    spam = fields.BooleanField(default=False)
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name=False, null=True, on_delete=fields.SET_NULL
     )
@@ -110,6 +118,10 @@ class Message(Model):
     auto_reason = fields.TextField(null=True)
     bounce = fields.BooleanField(default=False)
     error = fields.TextField(null=True)
+    #: Who wrote it and who may see it: ``customer`` (customer-visible thread), ``agent``
+    #: (an agent's mail to us), ``internal`` (notes, notifications, unauthorised replies to
+    #: them), ``system`` (our automatic answers).
+    role = fields.CharField(max_length=16, default="customer")
 
     class Meta:
         table = "message"
@@ -210,3 +222,60 @@ class Reminder(Model):
     class Meta:
         table = "reminder"
         unique_together = (("ticket", "clock", "kind"),)
+
+
+class TimeEntry(Model):
+    """Time an agent logged on a ticket (``#time``), rounded, surcharged and billed.
+
+    ``billed`` is exact (minutes as a Decimal); the time bank's balance is computed from
+    these rows and the top-ups, never stored.
+    """
+
+    id = fields.IntField(primary_key=True)
+    ticket: fields.ForeignKeyRelation[Ticket] = fields.ForeignKeyField(
+        "models.Ticket", related_name="time_entries", on_delete=fields.CASCADE
+    )
+    ticket_id: int
+    account = fields.CharField(max_length=320, db_index=True)
+    agent = fields.CharField(max_length=64)
+    at = fields.DatetimeField(db_index=True)
+    worked = fields.IntField()
+    rounded = fields.IntField()
+    surcharge_percent = fields.IntField(default=0)
+    billed = fields.DecimalField(max_digits=14, decimal_places=4)
+    chargeable = fields.BooleanField(default=True)
+    category = fields.CharField(max_length=32)
+    urgent = fields.BooleanField(default=False)
+    outside_office_hours = fields.BooleanField(default=False)
+    description = fields.TextField(default="")
+    reasons = fields.TextField(default="")
+    message: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    message_id: int | None
+
+    class Meta:
+        table = "time_entry"
+
+
+class TopUp(Model):
+    """Hours bought for a prepaid service account (``mailbot timebank topup``)."""
+
+    id = fields.IntField(primary_key=True)
+    account = fields.CharField(max_length=320, db_index=True)
+    minutes = fields.IntField()
+    at = fields.DatetimeField()
+    note = fields.TextField(default="")
+
+    class Meta:
+        table = "time_topup"
+
+
+class AssignmentCursor(Model):
+    """Round-robin state of a team: the agent who got its last ticket."""
+
+    team = fields.CharField(max_length=64, primary_key=True)
+    last_agent = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "assignment_cursor"

@@ -97,6 +97,8 @@ async def _facts(conn: BaseDBAsyncClient, ticket: Ticket) -> TicketFacts:
         frozenset(str(a) for a in addresses),
         plan=ticket.plan,
         language=ticket.language,
+        resolved_at=ticket.resolved_at,
+        spam=ticket.spam,
     )
 
 
@@ -188,6 +190,7 @@ async def _open_ticket(
         severity=decision.severity,
         urgent=decision.urgent,
         priority=priority,
+        account=decision.account[:_ADDRESS_MAX] if decision.account else None,
     )
 
 
@@ -226,11 +229,12 @@ async def apply_inbound(
         ticket.updated_at = now
         if action is TicketAction.REOPEN:
             ticket.status = TicketStatus.OPEN
+            ticket.resolved_at = None
         elif ticket.status is TicketStatus.WAITING and not decision.auto.auto_generated:
             # The customer answered what we waited for: the clocks run again.
             ticket.status = TicketStatus.OPEN
             resumed = True
-        await ticket.save(using_db=conn, update_fields=["updated_at", "status"])
+        await ticket.save(using_db=conn, update_fields=["updated_at", "status", "resolved_at"])
     if ticket is not None and decision.customer and not decision.auto.auto_generated:
         if action is TicketAction.NEW:
             await Participant.create(
@@ -238,9 +242,42 @@ async def apply_inbound(
             )
         else:
             await _add_participant(conn, ticket.id, decision.customer)
+    row_id = await store_inbound(
+        conn,
+        msg=msg,
+        raw=raw,
+        origin=origin,
+        content_hash=content_hash,
+        ticket_id=ticket.id if ticket else None,
+        new_text=new_text,
+        now=now,
+        auto_generated=decision.auto.auto_generated,
+        auto_reason=decision.auto.reason,
+        bounce=decision.auto.bounce,
+        role="customer",
+    )
+    return Applied(ticket.id if ticket else None, row_id, resumed)
+
+
+async def store_inbound(
+    conn: BaseDBAsyncClient,
+    *,
+    msg: ParsedMessage,
+    raw: bytes,
+    origin: Origin,
+    content_hash: str,
+    ticket_id: int | None,
+    new_text: str,
+    now: datetime,
+    auto_generated: bool,
+    auto_reason: str | None,
+    bounce: bool = False,
+    role: str = "customer",
+) -> int:
+    """One received message row (raw bytes kept); ``role`` says who may see it."""
     row = await Message.create(
         using_db=conn,
-        ticket_id=ticket.id if ticket else None,
+        ticket_id=ticket_id,
         direction=Direction.IN,
         message_id=_storable_id(msg.message_id),
         mailbox=origin.mailbox,
@@ -254,11 +291,12 @@ async def apply_inbound(
         text=new_text,
         sent_date=msg.date,
         received_at=now,
-        auto_generated=decision.auto.auto_generated,
-        auto_reason=decision.auto.reason,
-        bounce=decision.auto.bounce,
+        auto_generated=auto_generated,
+        auto_reason=auto_reason,
+        bounce=bounce,
+        role=role,
     )
-    return Applied(ticket.id if ticket else None, row.id, resumed)
+    return row.id
 
 
 async def queue_outgoing(
@@ -268,8 +306,12 @@ async def queue_outgoing(
     kind: str,
     out: Outgoing,
     now: datetime,
+    role: str = "system",
 ) -> int:
-    """An outbound Message row (its id threads replies) and the outbox row that sends it."""
+    """An outbound Message row (its id threads replies) and the outbox row that sends it.
+
+    ``role``: ``system`` (automatic answers to the customer), ``agent`` (a relayed agent
+    answer), ``internal`` (notifications and other mail to agents)."""
     message = await Message.create(
         using_db=conn,
         ticket_id=ticket_id,
@@ -281,7 +323,8 @@ async def queue_outgoing(
         from_addr=out.mail_from.lower(),
         subject=out.subject,
         received_at=now,
-        auto_generated=True,
+        auto_generated=role != "agent",
+        role=role,
     )
     row = await OutboxRow.create(
         using_db=conn,

@@ -71,6 +71,7 @@ def make_settings(
     base = {
         "MAILBOT_IMAP_PASSWORD": imap_server.password,
         "MAILBOT_TEMPLATES": str(REPO / "templates"),
+        "MAILBOT_SECRET": "e2e-test-token-key-0123456789",
     }
     base.update(env)
     return load_settings(

@@ -37,6 +37,7 @@ def settings_for(imap_server: Any, smtp_sink: Any, db: str) -> Any:
         {
             "MAILBOT_IMAP_PASSWORD": imap_server.password,
             "MAILBOT_TEMPLATES": str(REPO / "templates"),
+            "MAILBOT_SECRET": "e2e-test-token-key-0123456789",
         },
         imap_url=f"imap+plain://{imap_server.user}@{imap_server.host}:{imap_server.port}/INBOX",
         smtp_url=f"smtp+plain://{smtp_sink.host}:{smtp_sink.port}",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mailbot.agents.tokens import TokenSigner
 from mailbot.clock import FixedClock
 from mailbot.domain import Disposition
 from mailbot.ingest.pipeline import Intake
@@ -38,7 +39,11 @@ async def test_every_corpus_message_is_stored_or_quarantined(
     assert source is not None
     files = message_files(source)
     assert files, f"no messages under {CORPUS / source}"
-    intake = Intake(policy, FixedClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC)))
+    intake = Intake(
+        policy,
+        FixedClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC)),
+        signer=TokenSigner(b"corpus-intake-test-key"),
+    )
     outcomes: Counter[Disposition] = Counter()
     for path in files:
         raw = path.read_bytes()

@@ -1,0 +1,415 @@
+"""Agents by mail, end to end over real IMAP and SMTP.
+
+customer mail -> ack to the customer + notification to the agent -> the agent answers from a
+real-world client shape -> the customer gets exactly the new text, threaded on their
+conversation; commands change the ticket; nothing from a non-agent, a forged sender, a wrong
+token or an auto-reply is ever relayed or executed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailbot.clock import FixedClock
+from mailbot.daemon import Daemon
+from mailbot.domain import TicketStatus
+from mailbot.policy import Policy, load_policy
+from mailbot.sla.clocks import ClockStatus
+from mailbot.tickets.models import Message as MessageRow
+from mailbot.tickets.models import Ticket, TicketClock, TimeEntry
+from tests.e2e.conftest import REPO, RULES, make_settings
+from tests.e2e.test_spine import append, mail
+
+MONDAY_10 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Stockholm
+
+AGENT_RULES = (
+    RULES.replace(
+        "  - {match: anna@butiken.se, plan: pro, name: Butiken AB, language: sv}\n",
+        "  - {match: anna@butiken.se, plan: pro, name: Butiken AB, language: sv,"
+        " account: butiken}\n",
+    )
+    + """\
+agents:
+  carla:
+    name: Carla Neri
+    addresses: [carla@example.com]
+    team: support
+    role: account_manager
+  bo:
+    name: Bo Ek
+    addresses: [bo@example.com, bo.ek@example.com]
+    team: support
+  dora:
+    name: Dora Berg
+    addresses: [dora@example.com]
+    team: support
+teams:
+  support:
+    name: Support
+assignment:
+  default: support
+accounts:
+  butiken:
+    name: Butiken AB
+    account_manager: carla
+    time_bank: {monthly: 2h, warn_below: 90m}
+"""
+)
+
+
+@pytest.fixture
+def agent_rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(AGENT_RULES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def agent_policy(agent_rules: Path) -> Policy:
+    return load_policy(agent_rules, REPO / "templates")
+
+
+def parsed(raw: bytes) -> Message:
+    return message_from_bytes(raw, policy=policy.default)
+
+
+def plain(msg: Message) -> str:
+    body = msg.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+    assert body is not None
+    return str(body.get_content()).replace("\r\n", "\n")
+
+
+def sent_to(sink: Any, address: str) -> list[Message]:
+    found = [parsed(m.raw) for m in sink.messages]
+    return [m for m in found if m["To"].addresses[0].addr_spec == address]
+
+
+def agent_reply(
+    notification: Message,
+    sender: str,
+    new_text: str,
+    *,
+    shape: str,
+    to: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """An agent's answer to ``notification`` as a real client would write it."""
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = sender
+    msg["To"] = to or notification["Reply-To"].addresses[0].addr_spec
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain="example.com")
+    original = plain(notification)
+    note_id = notification["Message-ID"]
+    subject = str(notification["Subject"])
+    if shape == "outlook":  # no References, no '>' quoting, a From/Sent/To/Subject block
+        msg["Subject"] = f"SV: {subject}"
+        msg["In-Reply-To"] = note_id
+        msg["Thread-Index"] = "AdlUeXBwZ2p5dGVzdA=="
+        body = (
+            f"{new_text}\n\n"
+            f"Från: {notification['From']}\nSkickat: den 23 november 2026 10:01\n"
+            f"Till: {sender}\nÄmne: {subject}\n\n{original}"
+        )
+    elif shape == "gmail":
+        msg["Subject"] = f"Re: {subject}"
+        msg["In-Reply-To"] = note_id
+        msg["References"] = note_id
+        quoted = "\n".join(f"> {line}" for line in original.splitlines())
+        body = (
+            f"{new_text}\n\nOn Mon, 23 Nov 2026 at 10:01, {notification['From']} wrote:\n\n"
+            f"{quoted}\n"
+        )
+    elif shape == "apple":  # a client that kept neither In-Reply-To nor References
+        msg["Subject"] = f"Re: {subject}"
+        quoted = "\n".join(f"> {line}" for line in original.splitlines())
+        body = f"{new_text}\n\n> On 23 Nov 2026, at 10:01, Support wrote:\n>\n{quoted}\n"
+    else:
+        raise AssertionError(shape)
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+async def _customer_ticket(
+    imap_server: Any, smtp_sink: Any, settings: Any, agent_policy: Policy, clock: FixedClock
+) -> tuple[Daemon, Ticket, str, Message]:
+    daemon = Daemon(settings, agent_policy, clock)
+    customer_id, raw = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        "Kassan visar fel vid betalning",
+        "Hej! Kassan ger ett felmeddelande när kunderna betalar. Kan ni titta på det?",
+    )
+    await append(imap_server, raw)
+    report = await daemon.run_once()
+    assert report.sent == 2  # the acknowledgement and the notification
+    ticket = await Ticket.get(customer="anna@butiken.se")
+    notes = sent_to(smtp_sink, "carla@example.com")
+    assert len(notes) == 1
+    return daemon, ticket, customer_id, notes[0]
+
+
+async def test_notification_reaches_the_account_manager_with_the_facts_and_a_token(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    _, ticket, customer_id, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    assert (ticket.assignee, ticket.team, ticket.account) == ("carla", "support", "butiken")
+    reply_to = note["Reply-To"].addresses[0].addr_spec
+    assert reply_to.startswith(f"support+mb-{ticket.id}-") and reply_to.endswith("@example.com")
+    assert note["Message-ID"].startswith(f"<mb.{ticket.id}.")
+    assert note["Auto-Submitted"] == "auto-generated"
+    assert f"[#{ticket.id}]" in str(note["Subject"])
+    assert "Anna Lindqvist via Example Support" in str(note["From"])
+    text = plain(note)
+    assert "Kassan ger ett felmeddelande" in text
+    assert "Pro" in text and "L4" in text
+    assert "2 h" in text  # the time bank balance
+    assert f"[ref:mb-{ticket.id}-" in text
+    # The customer's own mail never reveals a token.
+    ack = sent_to(smtp_sink, "anna@butiken.se")[0]
+    assert "mb-" not in ack.as_string()
+    assert ack["In-Reply-To"] == customer_id
+
+
+@pytest.mark.parametrize("shape", ["outlook", "gmail", "apple"])
+async def test_agent_reply_is_relayed_as_exactly_the_new_text_and_threaded(
+    imap_server: Any,
+    smtp_sink: Any,
+    agent_rules: Path,
+    agent_policy: Policy,
+    database: str,
+    shape: str,
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, customer_id, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    answer = "Hej Anna,\n\nVi har rättat kassan nu. Prova gärna igen!"
+    clock.set(MONDAY_10 + timedelta(minutes=40))
+    await append(
+        imap_server,
+        agent_reply(note, "Carla Neri <carla@example.com>", answer + "\n\n-- \nCarla", shape=shape),
+    )
+    smtp_sink.messages.clear()
+    report = await daemon.run_once()
+    assert report.sent == 1
+    relay = sent_to(smtp_sink, "anna@butiken.se")
+    assert len(relay) == 1, [m["To"] for m in smtp_sink.messages]
+    out = relay[0]
+    text = plain(out)
+    assert text.startswith(answer + "\n\n-- \nCarla Neri\nExample Support")
+    assert "Från:" not in text and "wrote:" not in text and "mb-" not in text
+    assert out["In-Reply-To"] == customer_id
+    assert out["Auto-Submitted"] is None  # a person's answer
+    assert out["From"].addresses[0].addr_spec == "support@example.com"
+    assert f"[#{ticket.id}]" in str(out["Subject"])
+    html = out.get_body(preferencelist=("html",))
+    assert html is not None and "Vi har rättat kassan nu." in html.get_content()
+    clocks = {c.name: c for c in await TicketClock.filter(ticket_id=ticket.id)}
+    assert clocks["first_response"].status is ClockStatus.MET
+    refreshed = await Ticket.get(id=ticket.id)
+    assert refreshed.status is TicketStatus.OPEN
+    row = await MessageRow.filter(ticket_id=ticket.id, role="agent", direction="in").first()
+    assert row is not None and row.text.startswith("Hej Anna")
+
+
+async def test_time_and_wait_commands_are_executed_and_not_relayed(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    answer = "Kan du skicka en skärmbild av felet?"
+    await append(
+        imap_server,
+        agent_reply(
+            note,
+            "Bo Ek <bo.ek@example.com>",
+            f"#time 20m kollade loggarna\n#wait\n\n{answer}",
+            shape="gmail",
+        ),
+    )
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    relay = sent_to(smtp_sink, "anna@butiken.se")
+    assert len(relay) == 1
+    text = plain(relay[0])
+    assert text.startswith(answer + "\n\n-- \nBo Ek")
+    assert "#time" not in text and "#wait" not in text
+    refreshed = await Ticket.get(id=ticket.id)
+    assert refreshed.status is TicketStatus.WAITING
+    entry = await TimeEntry.get(ticket_id=ticket.id)
+    assert (entry.worked, entry.rounded, entry.agent) == (20, 30, "bo")
+    assert Decimal(entry.billed) == Decimal(30)  # not urgent, in office hours
+    assert entry.description == "kollade loggarna"
+    clocks = {c.name: c for c in await TicketClock.filter(ticket_id=ticket.id)}
+    assert clocks["first_response"].status is ClockStatus.MET
+
+
+async def test_invalid_command_relays_nothing_and_explains(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    await append(
+        imap_server,
+        agent_reply(note, "carla@example.com", "#clsoe\n\nKlart!", shape="gmail"),
+    )
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    assert sent_to(smtp_sink, "anna@butiken.se") == []
+    errors = sent_to(smtp_sink, "carla@example.com")
+    assert len(errors) == 1
+    text = plain(errors[0])
+    assert "#clsoe" in text and "#close" in text
+    refreshed = await Ticket.get(id=ticket.id)
+    assert refreshed.status is TicketStatus.NEW
+
+
+async def test_note_goes_to_the_other_agents_only(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    await append(
+        imap_server,
+        agent_reply(
+            note, "carla@example.com", "#assign bo\n#note\n\nBo, kan du ta den här?", shape="gmail"
+        ),
+    )
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    assert sent_to(smtp_sink, "anna@butiken.se") == []
+    assert sent_to(smtp_sink, "carla@example.com") == []
+    to_bo = sent_to(smtp_sink, "bo@example.com")
+    assert to_bo and any("Bo, kan du ta den här?" in plain(m) for m in to_bo)
+    assert (await Ticket.get(id=ticket.id)).assignee == "bo"
+
+
+async def _nothing_relayed(smtp_sink: Any, ticket: Ticket) -> None:
+    assert sent_to(smtp_sink, "anna@butiken.se") == []
+    refreshed = await Ticket.get(id=ticket.id)
+    assert refreshed.status is TicketStatus.NEW
+    assert not await TimeEntry.filter(ticket_id=ticket.id).exists()
+    clocks = {c.name: c for c in await TicketClock.filter(ticket_id=ticket.id)}
+    assert clocks["first_response"].status is ClockStatus.RUNNING
+
+
+async def test_security_cases_relay_and_execute_nothing(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, customer_id, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    # A second ticket, to steal a token from.
+    _, other_raw = mail("Someone <someone@example.org>", "Another question", "Hello there.")
+    await append(imap_server, other_raw)
+    await daemon.run_once()
+    other = await Ticket.get(customer="someone@example.org")
+    other_note = sent_to(smtp_sink, "carla@example.com")[-1]
+    assert f"[#{other.id}]" in str(other_note["Subject"])
+
+    # 1. The customer forges an agent's From without any token, answering their own thread.
+    _, forged = mail(
+        "Carla Neri <carla@example.com>",
+        f"Re: Kassan visar fel vid betalning [#{ticket.id}]",
+        "#close\n#time 10h\n\nCase closed.",
+        in_reply_to=customer_id,
+    )
+    # 2. A valid token, but from somebody who is not an agent (a forwarded notification).
+    stranger = agent_reply(note, "Mallory <mallory@example.net>", "#close\n\nDone!", shape="gmail")
+    # 3. A valid token for the other ticket, answering a message of this one.
+    wrong = agent_reply(
+        note,
+        "carla@example.com",
+        "#close\n\nDone!",
+        shape="gmail",
+        to=other_note["Reply-To"].addresses[0].addr_spec,
+    )
+    # 4. A command in the customer's own mail.
+    _, customer_cmd = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        f"Re: Kassan visar fel vid betalning [#{ticket.id}]",
+        "#close\n#severity 1\n\nHar ni tittat?",
+        in_reply_to=customer_id,
+    )
+    # 5. The agent's out-of-office answering the notification.
+    ooo = agent_reply(
+        note,
+        "carla@example.com",
+        "I am out of office until Monday.",
+        shape="gmail",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    await append(imap_server, forged, stranger, wrong, customer_cmd, ooo)
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+
+    relayed = sent_to(smtp_sink, "anna@butiken.se")
+    assert relayed == [], [plain(m) for m in relayed]
+    refreshed = await Ticket.get(id=ticket.id)
+    assert refreshed.status is TicketStatus.NEW
+    assert refreshed.severity == "L4"
+    assert not await TimeEntry.filter(ticket_id=ticket.id).exists()
+    assert (await Ticket.get(id=other.id)).status is TicketStatus.NEW
+    clocks = {c.name: c for c in await TicketClock.filter(ticket_id=ticket.id)}
+    assert clocks["first_response"].status is ClockStatus.RUNNING
+    # The wrong-token mail is explained to the (real) agent; the OOO and strangers are not.
+    explanations = [
+        m for m in sent_to(smtp_sink, "carla@example.com") if "Not sent" in str(m["Subject"])
+    ]
+    assert len(explanations) == 1
+    assert sent_to(smtp_sink, "mallory@example.net") == []
+    # Everything is stored, nothing is lost.
+    rows = await MessageRow.filter(ticket_id=ticket.id, direction="in").count()
+    assert rows >= 5
+
+
+async def test_urgent_evening_time_is_surcharged_and_reported(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    evening = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)  # 19:00 in Stockholm, a Monday
+    clock = FixedClock(evening)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    await append(
+        imap_server,
+        agent_reply(note, "carla@example.com", "#urgent\n#time 20m\n\nFixat.", shape="gmail"),
+    )
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    entry = await TimeEntry.get(ticket_id=ticket.id)
+    assert (entry.rounded, entry.surcharge_percent) == (30, 150)
+    assert Decimal(entry.billed) == Decimal(75)
+    assert entry.outside_office_hours and entry.urgent
+    # 120 - 75 = 45 min left: below the 90 min threshold -> the account manager is warned.
+    warnings = [
+        m for m in sent_to(smtp_sink, "carla@example.com") if "running low" in str(m["Subject"])
+    ]
+    assert len(warnings) == 1 and "45 min" in plain(warnings[0])
