@@ -2,8 +2,8 @@
 
 Starts pymap (IMAP) and aiosmtpd (SMTP) on loopback, a SQLite file in a temporary state
 directory, appends customer mail over IMAP (Swedish, English, Italian; a new request, a how-to
-question, then a follow-up and an out-of-office reply to our answers), runs the daemon's
-``run_once`` twice and prints the tickets, their messages and the mail that reached the SMTP
+question, then a follow-up and an out-of-office reply to our answers, then an agent's answer
+to a notification with commands), runs the daemon's ``run_once`` three times and prints the tickets, their messages and the mail that reached the SMTP
 server.
 """
 
@@ -100,6 +100,36 @@ def _second_round(sink: SmtpSink) -> list[bytes]:
     ]
 
 
+def _third_round(sink: SmtpSink) -> list[bytes]:
+    """The account manager answers the latest notification from her own mail client, with
+    two commands on the first lines; her answer goes to the customer, the commands do not."""
+    notes = [
+        message_from_bytes(m.raw, policy=policy.default)
+        for m in sink.messages
+        if m.rcpt_tos[0] == "maria@example.com"
+    ]
+    if not notes:
+        return []
+    note = notes[-1]
+    body = note.get_body(preferencelist=("plain",))
+    quoted = "\n".join(f"> {line}" for line in str(body.get_content() if body else "").splitlines())
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = "Maria Holm <maria@example.com>"
+    msg["To"] = note["Reply-To"]
+    msg["Subject"] = f"Re: {note['Subject']}"
+    msg["Date"] = format_datetime(SystemClock().now())
+    msg["Message-ID"] = make_msgid(domain="example.com")
+    msg["In-Reply-To"] = note["Message-ID"]
+    msg["References"] = note["Message-ID"]
+    msg.set_content(
+        "#time 20m checked the payment gateway logs\n#wait\n\n"
+        "Hej Anna!\n\nFelet 502 kom från betalleverantören och är åtgärdat nu. "
+        "Fungerar det i Firefox igen?\n\n-- \nMaria\n\n"
+        f"On {note['Date']}, {note['From']} wrote:\n{quoted}\n"
+    )
+    return [msg.as_bytes()]
+
+
 def _say(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
@@ -127,12 +157,20 @@ async def run_demo(rules: Path | None = None, state_dir: Path | None = None) -> 
             await append_messages(appender, FIRST_ROUND)
             _say(f"\n-- round 1: {len(FIRST_ROUND)} customer mails appended over IMAP")
             report = await daemon.run_once()
-            _say(f"   daemon: {_counts(report.ingested)}; replies sent {report.sent}")
+            _say(f"   daemon: {_counts(report.ingested)}; mails sent {report.sent}")
             second = _second_round(sink)
             await append_messages(appender, second)
             _say(f"\n-- round 2: a follow-up and an out-of-office reply ({len(second)} mails)")
             report = await daemon.run_once()
-            _say(f"   daemon: {_counts(report.ingested)}; replies sent {report.sent}")
+            _say(f"   daemon: {_counts(report.ingested)}; mails sent {report.sent}")
+            third = _third_round(sink)
+            await append_messages(appender, third)
+            _say(
+                "\n-- round 3: the account manager answers the notification from her mail "
+                "client, with #time 20m and #wait on the first lines"
+            )
+            report = await daemon.run_once()
+            _say(f"   daemon: {_counts(report.ingested)}; mails sent {report.sent}")
             await _account(policy.rules.identity.ticket_prefix, sink)
         finally:
             await close_database()

@@ -58,14 +58,20 @@ async def test_outage_is_l1_and_the_team_is_warned_then_the_lead_escalated(
     )
     await append(imap_server, raw)
     report = await daemon.run_once()
-    assert report.sent == 1  # the acknowledgement only
+    assert report.sent == 2  # the acknowledgement, and the notification to the account manager
+    recipients = sorted(m.rcpt_tos[0] for m in smtp_sink.messages)
+    assert recipients == ["anna.berg@nordicdecor.se", "maria@example.com"]
     ticket = await Ticket.get(customer="anna.berg@nordicdecor.se")
     assert (ticket.plan, ticket.severity, ticket.urgent) == ("ultimate", "L1", True)
     clocks = {c.name: c for c in await TicketClock.filter(ticket_id=ticket.id)}
     assert clocks["first_response"].due_at == MONDAY_10 + timedelta(hours=1)
     assert clocks["action_started"].due_at == MONDAY_10 + timedelta(hours=4)
     assert ticket.deadline == MONDAY_10 + timedelta(hours=1)
-    ack = message_from_bytes(smtp_sink.messages[0].raw, policy=policy.default)
+    ack = next(
+        message_from_bytes(m.raw, policy=policy.default)
+        for m in smtp_sink.messages
+        if m.rcpt_tos == ("anna.berg@nordicdecor.se",)
+    )
     ack_body = ack.get_body(preferencelist=("plain",))
     assert ack_body is not None and "11:00" in ack_body.get_content()  # 1 h, Stockholm time
 
