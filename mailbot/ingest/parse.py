@@ -166,6 +166,8 @@ KEPT_HEADERS = frozenset(
         "mailing-list",
         "x-mailman-version",
         "x-beenthere",
+        # sender authentication by our own server (agent mail, agent_mail.require_auth)
+        "authentication-results",
         # delivery
         "delivered-to",
         "x-original-to",

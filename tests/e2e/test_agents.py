@@ -413,3 +413,133 @@ async def test_urgent_evening_time_is_surcharged_and_reported(
         m for m in sent_to(smtp_sink, "carla@example.com") if "running low" in str(m["Subject"])
     ]
     assert len(warnings) == 1 and "45 min" in plain(warnings[0])
+
+
+async def _close(daemon: Daemon, imap_server: Any, smtp_sink: Any, note: Message) -> None:
+    await append(imap_server, agent_reply(note, "carla@example.com", "#close", shape="gmail"))
+    await daemon.run_once()
+
+
+async def test_reply_after_resolution_reopens_within_the_grace_then_opens_a_linked_ticket(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, customer_id, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    await _close(daemon, imap_server, smtp_sink, note)
+    resolved = await Ticket.get(id=ticket.id)
+    assert resolved.status is TicketStatus.RESOLVED and resolved.resolved_at == MONDAY_10
+    assert sent_to(smtp_sink, "anna@butiken.se")[-1]["Subject"] is not None
+
+    clock.set(MONDAY_10 + timedelta(days=3))
+    _, again = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        f"Re: Kassan visar fel vid betalning [#{ticket.id}]",
+        "Felet är tillbaka!",
+        in_reply_to=customer_id,
+    )
+    await append(imap_server, again)
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    reopened = await Ticket.get(id=ticket.id)
+    assert reopened.status is TicketStatus.OPEN and reopened.resolved_at is None
+    notes = sent_to(smtp_sink, "carla@example.com")
+    assert len(notes) == 1 and "Felet är tillbaka!" in plain(notes[0])
+    assert "reopened" in plain(notes[0]) or "öppnat" in plain(notes[0])
+
+    await _close(daemon, imap_server, smtp_sink, notes[0])
+    clock.set(MONDAY_10 + timedelta(days=3 + 15))  # beyond the 14 days
+    _, late = mail(
+        "Anna Lindqvist <anna@butiken.se>",
+        f"Re: Kassan visar fel vid betalning [#{ticket.id}]",
+        "Nu händer samma sak igen, en månad senare.",
+        in_reply_to=customer_id,
+    )
+    await append(imap_server, late)
+    await daemon.run_once()
+    assert (await Ticket.get(id=ticket.id)).status is TicketStatus.RESOLVED
+    newer = await Ticket.filter(customer="anna@butiken.se").order_by("-id").first()
+    assert newer is not None and newer.id != ticket.id
+    assert newer.linked_ticket_id == ticket.id
+
+
+async def test_required_authentication_results_gate_agent_mail(
+    imap_server: Any, smtp_sink: Any, tmp_path: Path, database: str
+) -> None:
+    rules = tmp_path / "auth-rules.yaml"
+    rules.write_text(
+        AGENT_RULES + "agent_mail:\n  require_auth: {authserv_id: mx.example.com}\n",
+        encoding="utf-8",
+    )
+    policy_ = load_policy(rules, REPO / "templates")
+    settings = make_settings(imap_server, smtp_sink, rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, policy_, clock
+    )
+    unsigned = agent_reply(note, "carla@example.com", "Svar utan DKIM.", shape="gmail")
+    forged = agent_reply(
+        note,
+        "carla@example.com",
+        "Svar med förfalskad header.",
+        shape="gmail",
+        headers={"Authentication-Results": "mx.evil.example; dkim=pass header.d=example.com"},
+    )
+    await append(imap_server, unsigned, forged)
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    assert sent_to(smtp_sink, "anna@butiken.se") == []
+    assert len(sent_to(smtp_sink, "carla@example.com")) == 2  # both explained
+    signed = agent_reply(
+        note,
+        "carla@example.com",
+        "Svar med DKIM.",
+        shape="gmail",
+        headers={
+            "Authentication-Results": "mx.example.com; dkim=pass header.d=example.com "
+            "header.s=sel; spf=pass smtp.mailfrom=carla@example.com"
+        },
+    )
+    await append(imap_server, signed)
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    relayed = sent_to(smtp_sink, "anna@butiken.se")
+    assert len(relayed) == 1 and plain(relayed[0]).startswith("Svar med DKIM.")
+    assert (await Ticket.get(id=ticket.id)).status is TicketStatus.OPEN
+
+
+async def test_reports_show_the_month_of_a_time_bank_and_the_sla_by_plan(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    from mailbot.tickets.reports import parse_period, sla_report, timebank_report
+
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, ticket, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    clock.set(MONDAY_10 + timedelta(minutes=40))
+    await append(
+        imap_server,
+        agent_reply(note, "carla@example.com", "#time 20m\n#time 1h\n\nKlart nu.", shape="gmail"),
+    )
+    await daemon.run_once()
+    rules = agent_policy.rules
+    november = parse_period("2026-11", rules.tz)
+    rows = {row.account: row for row in await timebank_report(rules, november)}
+    row = rows["butiken"]
+    assert (row.worked, row.billed, row.surcharged) == (80, Decimal(90), Decimal(0))
+    assert (row.allotment, row.used, row.overage) == (Decimal(120), Decimal(90), Decimal(0))
+    # The 30 minutes left expire when the cycle ends on 1 December: in November's report.
+    assert (row.expired, row.balance) == (Decimal(30), Decimal(0))
+    december = {
+        r.account: r for r in await timebank_report(rules, parse_period("2026-12", rules.tz))
+    }
+    assert december["butiken"].used == 0 and december["butiken"].expired == 120
+
+    sla = {r.plan: r for r in await sla_report(rules, november)}
+    assert (sla["pro"].tickets, sla["pro"].met, sla["pro"].breached) == (1, 1, 0)
+    assert sla["pro"].median_first_response == timedelta(minutes=40)
+    assert await sla_report(rules, parse_period("2026-10", rules.tz)) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -267,3 +268,43 @@ def test_tickets_queue_orders_by_plan_priority_then_deadline(
     assert isinstance(queue, list)
     assert [t["plan"] for t in queue] == ["ultimate", "pro", "core"]
     assert all(t["clocks"] and t["severity"] for t in queue)
+
+
+def test_prepaid_topup_balance_and_report(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = env / "rules.yaml"
+    rules.write_text(
+        RULES + "accounts:\n"
+        "  sharespine:\n"
+        "    name: Integration Customer AB\n"
+        "    time_bank: {prepaid: true, opening_balance: 2h}\n"
+        "  monthly:\n"
+        "    name: Monthly AB\n"
+        "    time_bank: {monthly: 4h}\n",
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["timebank", "topup", "sharespine", "10h", "--note", "order 4711"]) == 0
+    assert capsys.readouterr().out.strip() == "sharespine: +10 h, balance 12 h"
+    assert main(["timebank", "balance", "sharespine"]) == 0
+    assert capsys.readouterr().out.strip() == "sharespine: 12 h left"
+    # Only prepaid accounts can be topped up; a typo is a configuration error (exit 2).
+    assert main(["timebank", "topup", "monthly", "1h"]) == 2
+    assert "prepaid accounts: sharespine" in capsys.readouterr().err
+    assert main(["timebank", "topup", "sharespine", "ten hours"]) == 2
+    capsys.readouterr()
+    assert main(["report", "timebank", "--period", "2026-13"]) == 2
+    assert "YYYY-MM" in capsys.readouterr().err
+
+    now = datetime.now(UTC)
+    assert main(["report", "timebank", "--period", f"{now:%Y-%m}", "--csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("account,name,bank,worked_minutes,billed_minutes")
+    by_account = {line.split(",")[0]: line.split(",") for line in lines[1:]}
+    header = lines[0].split(",")
+    prepaid = dict(zip(header, by_account["sharespine"], strict=True))
+    assert prepaid["bank"] == "prepaid" and prepaid["allotment_minutes"] == "600"
+    assert prepaid["balance_minutes"] == "720"
+    monthly = dict(zip(header, by_account["monthly"], strict=True))
+    assert monthly["allotment_minutes"] == "240" and monthly["used_minutes"] == "0"
+    assert main(["report", "sla", "--period", f"{now:%Y-%m}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
