@@ -12,7 +12,8 @@ from typing import Any
 
 from tortoise import connections
 
-from mailbot.agents.secret_key import signer_for
+from mailbot.agents.secret_key import peek_key, signer_for
+from mailbot.agents.tokens import TokenSigner
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, ParseError
@@ -87,8 +88,15 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
         _out(dump_json(result) if as_json else f"{file}: would be quarantined: {exc}")
         return 0
     await _open_for_reading(settings)
+    key = peek_key(settings)
     try:
-        analysis = await analyse(connections.get("default"), parsed, policy, clock.now())
+        analysis = await analyse(
+            connections.get("default"),
+            parsed,
+            policy,
+            clock.now(),
+            TokenSigner(key) if key is not None else None,
+        )
     finally:
         await close_database()
     result = simulation_result(policy, analysis, clock.now())
@@ -156,7 +164,37 @@ def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict
         ],
         "rule_hits": list(decision.rule_hits),
         "reply": reply,
+        "agent": _agent_part(policy, analysis),
     }
+
+
+def _agent_part(policy: Policy, analysis: Analysis) -> dict[str, object]:
+    """Whether it is an agent's mail, and what its commands would do (simulate only)."""
+    from mailbot.agents.commands import parse_commands
+    from mailbot.agents.verdict import MailRole
+
+    verdict = analysis.agent
+    part: dict[str, object] = {
+        "role": verdict.role.value,
+        "agent": verdict.agent,
+        "ticket": verdict.ticket_id,
+        "reason": verdict.reason,
+    }
+    if verdict.role is MailRole.AGENT_REPLY:
+        rules = policy.rules
+        block = parse_commands(
+            analysis.text,
+            agents=tuple(rules.agents),
+            teams=tuple(rules.teams),
+            categories=tuple(rules.billing.categories),
+        )
+        part["commands"] = [
+            {"command": c.kind.value, "argument": c.arg, "minutes": c.minutes}
+            for c in block.commands
+        ]
+        part["errors"] = [f"line {e.line}: {e.message}" for e in block.errors]
+        part["relay"] = block.body
+    return part
 
 
 def _print_simulation(result: dict[str, object]) -> None:
@@ -182,6 +220,16 @@ def _print_simulation(result: dict[str, object]) -> None:
     hits = result["rule_hits"]
     assert isinstance(hits, list)
     _out("rules:     " + "; ".join(str(hit) for hit in hits))
+    agent = result["agent"]
+    assert isinstance(agent, dict)
+    if agent["role"] != "customer":
+        _out(f"agent:     {agent['role']} ({agent['reason']})")
+        for command in agent.get("commands", []):
+            _out(f"command:   #{command['command']} {command['argument'] or ''}")
+        for error in agent.get("errors", []):
+            _out(f"error:     {error}")
+        if agent.get("relay"):
+            _out("relay:     " + str(agent["relay"]).replace("\n", "\n           "))
     reply = result["reply"]
     if reply is None:
         _out("reply:     none")

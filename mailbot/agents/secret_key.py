@@ -43,6 +43,14 @@ def load_key(settings: Settings) -> bytes:
         ) from exc
 
 
+def peek_key(settings: Settings) -> bytes | None:
+    """The key if one is configured or was created, else None (creates nothing)."""
+    if settings.secret is not None:
+        return load_key(settings)
+    path = settings.state_dir / KEY_FILE
+    return _read_or_create(path) if path.exists() else None
+
+
 def _read_or_create(path: Path) -> bytes:
     if path.exists():
         key = path.read_text(encoding="ascii").strip()
@@ -51,7 +59,10 @@ def _read_or_create(path: Path) -> bytes:
         return key.encode("ascii")
     path.parent.mkdir(parents=True, exist_ok=True)
     key = random_source.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return _read_or_create(path)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(key + "\n")
     log.warning(
