@@ -145,11 +145,13 @@ def authenticated(
     ``headers`` are the raw values of every Authentication-Results field in message order
     (topmost first).
     """
+    wanted = [method.lower() for method in methods]
+    if not wanted:
+        return AuthVerdict(False, "no authentication methods are configured")
     ours, ignored = _our_fields(headers, authserv_id)
     if not ours:
         note = f" (ignored {ignored} from other or unknown servers)" if ignored else ""
         return AuthVerdict(False, f"no Authentication-Results from {authserv_id}{note}")
-    wanted = [method.lower() for method in methods]
     domain = _normal_domain(from_domain) if from_domain is not None else None
     results = [r for fields in ours for r in fields.results]
     for method in wanted:

@@ -18,7 +18,8 @@ Block rules
       ``#word`` line after that is plain text and is relayed as written.
     * One command per line: a command that takes no argument followed by anything is an
       error, and so is a second ``#command`` on a name command's line. Only ``#time`` has
-      free text after its argument (the description, which may mention ``#tags``).
+      free text after its argument: the description, which may mention ``#tags`` but may
+      not start with a command (``#time 20m #close``).
 
 Arguments
     * ``#assign NAME``: an agent or a team, case-insensitive, returned in its configured
@@ -43,10 +44,17 @@ A block with errors must not be executed at all and its text must not be relayed
 gets the errors and :func:`help_text` instead. :attr:`CommandBlock.internal` is true for
 ``#note`` and ``#spam``: the mail stays on the ticket and is not relayed.
 
-:func:`strip_agent_reply` turns the body into the text for the customer: the new part of the
-reply (:func:`~mailbot.ingest.quotes.new_text`), without a ``-- `` signature and without a
-trailing ``[ref:mb-...]`` footer line. It is empty when the reply holds nothing new (only
-commands, only quoted history, only a signature).
+:func:`strip_agent_reply` turns the body into the text for the customer: the new part of
+the reply (:func:`~mailbot.ingest.quotes.new_text`), without a ``-- `` signature and without
+a trailing ``[ref:mb-...]`` footer line (an agent may paste one into a new mail to name the
+ticket). It is empty when the reply holds nothing new (only commands, only quoted history,
+only a signature), and also when the result still holds lines of the notification's command
+help: then the history starts at a quote header ``new_text`` did not recognise, the end of
+the agent's text is unknown, and relaying nothing beats relaying the internal notification.
+A command block on top of its input is kept as it is and only the text below is stripped,
+so it may run before or after :func:`parse_commands` with the same outcome; quote stripping
+alone would take the commands for the new text of a reply that starts with a quote header
+("On ... wrote:", then inline answers) and lose everything below.
 """
 
 from __future__ import annotations
@@ -207,26 +215,39 @@ def parse_commands(
     teams: Collection[str] = (),
 ) -> CommandBlock:
     """Split ``text`` into its command block and the body (see the module docstring)."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _lines(text)
     names = _Names(agents=agents, teams=teams, categories=categories)
+    body_start = _block_end(lines)
     parsed: list[Command | CommandError] = []
-    body_start = len(lines)
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for index, line in enumerate(lines[:body_start]):
         match = _COMMAND_LINE.match(line)
-        if match is None:
-            body_start = index
-            break
-        parsed.append(_parse_line(index + 1, line, match.group("name"), match.group("rest"), names))
+        if match is not None:
+            name, rest = match.group("name"), match.group("rest")
+            parsed.append(_parse_line(index + 1, line, name, rest, names))
     commands, errors = _check_conflicts(parsed, lines)
     return CommandBlock(tuple(commands), tuple(errors), _strip_blank_lines(lines[body_start:]))
 
 
 def strip_agent_reply(text: str, *, languages: tuple[str, ...] = DEFAULT_LANGUAGES) -> str:
-    """The text of an agent's reply that goes to the customer; "" when nothing is new."""
+    """The text of an agent's reply that goes to the customer; "" when nothing is new.
+
+    Command lines at the top are kept as they are (on the same line numbers) and only the
+    text below them is stripped, so this may run before or after :func:`parse_commands`
+    with the same outcome. (Quote
+    stripping alone would take the commands for the new text of a reply that starts with a
+    quote header and lose the inline answers below it.)
+    """
+    lines = _lines(text)
+    start = _block_end(lines)
+    # Leading blank lines stay with the commands, so their line numbers do not change.
+    head = "\n".join(lines[:start]).rstrip() if _strip_blank_lines(lines[:start]) else ""
+    new = _new_part("\n".join(lines[start:]), languages)
+    return "\n\n".join(part for part in (head, new) if part)
+
+
+def _new_part(text: str, languages: tuple[str, ...]) -> str:
     result = new_text(text, languages=languages)
-    if result and _only_history(text, result):
+    if result and (_only_history(text, result) or _holds_notification(result)):
         return ""
     lines = result.split("\n")
     for index, line in enumerate(lines):
@@ -236,6 +257,19 @@ def strip_agent_reply(text: str, *, languages: tuple[str, ...] = DEFAULT_LANGUAG
     while lines and (not lines[-1].strip() or _is_footer(lines[-1])):
         lines.pop()
     return "\n".join(lines).strip()
+
+
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _block_end(lines: Sequence[str]) -> int:
+    """The index of the first line after the command block (the first non-blank line that
+    is not a command line), or ``len(lines)``."""
+    for index, line in enumerate(lines):
+        if line.strip() and _COMMAND_LINE.match(line) is None:
+            return index
+    return len(lines)
 
 
 # --- one line -------------------------------------------------------------------------------
@@ -263,7 +297,8 @@ def _parse_line(
         return error(f"unknown command {written}{did_you_mean(written.lower(), options)}")
     argument = rest.strip()
     if rest and not rest[0].isspace():
-        return error(f"{written}{rest.split()[0]} is not a command; write {written} alone")
+        fix = f"write {written} alone" if kind in _NO_ARGUMENT else f"put a space after {written}"
+        return error(f"{written}{rest.split()[0]} is not a command: {fix}")
     if kind in _NO_ARGUMENT:
         if argument:
             return error(_extra_text(written, argument, f"{written} takes no argument"))
@@ -304,6 +339,9 @@ def _parse_time(number: int, argument: str, error: _ErrorMaker) -> Command | Com
                 first_problem = str(exc)
             continue
         description = argument[words[count - 1].end() :].strip()
+        follows = _COMMAND_LINE.match(description)
+        if follows is not None and follows.group("name").lower() in _BY_NAME:
+            return error(_extra_text("#time", description, "one command per line"))
         return Command(
             CommandKind.TIME, arg=duration, minutes=minutes, description=description, line=number
         )
@@ -397,6 +435,9 @@ def _conflict(command: Command, before: list[Command]) -> tuple[str | None, bool
 # --- the text to relay ----------------------------------------------------------------------
 
 _QUOTED = re.compile(r"^\s*>")
+_LEADING_QUOTES = re.compile(r"^[\s>]*")
+#: Lines of :func:`help_text` in a reply's new text that show the notification is in it.
+_HELP_LINES_LEAKED = 2
 _FOOTER_TOKEN = re.compile(r"ref:\s*mb-[0-9]+-[a-z0-9]+", re.IGNORECASE)
 _FOOTER_DECORATION = re.compile(r"^[\s>\[\]<>()]*$")
 
@@ -423,6 +464,20 @@ def _only_history(text: str, result: str) -> bool:
     top = next((i for i, line in enumerate(lines) if line.strip() == first), 0)
     removed = [line for line in lines[:top] if line.strip()]
     return bool(removed) and not any(_QUOTED.match(line) for line in removed)
+
+
+def _holds_notification(result: str) -> bool:
+    """True when the result still holds the command help of a notification: the history
+    starts at a quote header ``new_text`` did not find (e.g. "-----Original Message-----"
+    on the first line), so where the agent's text ends is unknown. Nothing is relayed
+    rather than the notification."""
+    help_lines = {_normal_line(line) for line in help_text().split("\n")}
+    hits = sum(1 for line in result.split("\n") if _normal_line(line) in help_lines)
+    return hits >= _HELP_LINES_LEAKED
+
+
+def _normal_line(line: str) -> str:
+    return " ".join(_LEADING_QUOTES.sub("", line).split())
 
 
 def _is_footer(line: str) -> bool:

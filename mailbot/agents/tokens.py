@@ -71,6 +71,7 @@ _FOOTER = re.compile(
     )""",
     re.IGNORECASE | re.ASCII | re.VERBOSE,
 )
+_MESSAGE_IDS = re.compile(r"<[^<>\s]*>")
 _LINE_START_QUOTES = re.compile(r"^[ \t>|]+", re.MULTILINE)
 _WHITE = re.compile(r"\s+")
 
@@ -235,19 +236,21 @@ def find_ticket_token(
 ) -> TokenFinding:
     """Verify every token candidate of a mail.
 
-    ``recipients`` are the addresses it was sent to (carrier ``"reply-to address"``), ``ids``
-    are ``(carrier name, message id)`` pairs such as ``("In-Reply-To", "<mb.1042...>")``,
-    and ``text`` is its body (carrier ``"body"``).
+    ``recipients`` are the addresses it was sent to (carrier ``"reply-to address"``; a raw
+    header value with several addresses is fine), ``ids`` are ``(carrier name, message id)``
+    pairs such as ``("In-Reply-To", "<mb.1042...>")`` (a raw References value with several
+    ids is fine too), and ``text`` is its body (carrier ``"body"``).
     """
     candidates: list[tuple[str, str]] = []
     for address in recipients:
-        token = token_from_address(address)
-        if token is not None:
-            candidates.append((CARRIER_ADDRESS, token))
-    for carrier, message_id in ids:
-        token = token_from_message_id(message_id)
-        if token is not None:
-            candidates.append((carrier, token))
+        candidates.extend(
+            (CARRIER_ADDRESS, m.group(1).lower()) for m in _ADDRESS_TAG.finditer(address)
+        )
+    for carrier, value in ids:
+        for message_id in _MESSAGE_IDS.findall(value) or [value]:
+            token = token_from_message_id(message_id)
+            if token is not None:
+                candidates.append((carrier, token))
     candidates.extend((CARRIER_BODY, token) for token in tokens_in_text(text))
 
     carriers: dict[str, None] = {}

@@ -338,3 +338,20 @@ def test_tokens_of_two_tickets_conflict(signer: TokenSigner) -> None:
     assert finding.conflict
     assert finding.tickets == (1, 2)
     assert finding.carriers == ("reply-to address", "body")
+
+
+def test_raw_header_values_with_several_entries(signer: TokenSigner) -> None:
+    one, two = signer.sign(1), signer.sign(2)
+    references = (
+        f"<a@example.org>\r\n <mb.1.{_signature(one)}.ff@example.com> "
+        f"<mb.1.{_signature(one)}.aa@example.com>"
+    )
+    finding = find_ticket_token(
+        signer,
+        recipients=[f"x@example.org, Support <support+mb-{two}@example.com>"],
+        ids=[("References", references)],
+        text="",
+    )
+    assert finding.conflict
+    assert finding.tickets == (2, 1)
+    assert finding.carriers == ("reply-to address", "References")
