@@ -3,8 +3,8 @@
 Starts pymap (IMAP) and aiosmtpd (SMTP) on loopback, a SQLite file in a temporary state
 directory, appends customer mail over IMAP (Swedish, English, Italian; a new request, a how-to
 question, then a follow-up and an out-of-office reply to our answers, then an agent's answer
-to a notification with commands), runs the daemon's ``run_once`` three times and prints the tickets, their messages and the mail that reached the SMTP
-server.
+to a notification with commands), runs the daemon's ``run_once`` three times and prints the
+tickets, their messages and the mail that reached the SMTP server.
 """
 
 from __future__ import annotations

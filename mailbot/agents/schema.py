@@ -43,10 +43,10 @@ from mailbot.billing.schema import TimeBankSpec
 
 Loc = tuple[str | int, ...]
 
+#: Agent, team and account ids (checked with a readable message by the reference checks).
 ID_PATTERN = r"^[a-z][a-z0-9._-]{0,31}$"
 _ID = re.compile(ID_PATTERN)
 Role = Literal["agent", "lead", "account_manager"]
-PersonId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 def _address(value: str) -> str:
@@ -67,7 +67,7 @@ class Agent(_Model):
 
     name: str = Field(min_length=1, max_length=120)
     addresses: tuple[Address, ...] = Field(min_length=1)
-    team: PersonId | None = None
+    team: str | None = None
     role: Role = "agent"
     #: The language of this agent's notifications (default: the rules' default_language).
     language: str | None = None
@@ -83,10 +83,10 @@ class Assignment(_Model):
     """Who a new ticket goes to, tried in this order; ``#assign`` changes it later."""
 
     account_manager: bool = True
-    by_plan: dict[str, PersonId] = Field(default_factory=dict)
-    by_category: dict[str, PersonId] = Field(default_factory=dict)
+    by_plan: dict[str, str] = Field(default_factory=dict)
+    by_category: dict[str, str] = Field(default_factory=dict)
     #: A team or an agent; None: the first team, else nobody (tickets stay unassigned).
-    default: PersonId | None = None
+    default: str | None = None
     round_robin: bool = True
 
 
@@ -94,7 +94,7 @@ class Account(_Model):
     """An organisation (one or many customer entries): its name, manager and time bank."""
 
     name: str = Field(min_length=1, max_length=255)
-    account_manager: PersonId | None = None
+    account_manager: str | None = None
     time_bank: TimeBankSpec | None = None
     #: Extra addresses that get this account's low-balance warnings (e.g. its buyer).
     billing_contacts: tuple[Address, ...] = ()
@@ -136,6 +136,16 @@ def people_reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             known = f" (known: {', '.join(options)})" if options and not hint else ""
             problems.append((loc, f"unknown {what} {value!r}{hint}{known}"))
 
+    for section, ids in (("agents", agent_ids), ("teams", team_ids)):
+        for name in ids:
+            if not _ID.match(name):
+                problems.append(
+                    (
+                        (section, name),
+                        f"{name!r}: ids are lower-case letters, digits, '.', '_' or '-' "
+                        f"(e.g. {name.lower()!r}), as #assign and reports use them",
+                    )
+                )
     for name in set(agent_ids) & set(team_ids):
         problems.append((("teams", name), f"{name!r} is both an agent and a team"))
     seen: dict[str, str] = {}

@@ -36,6 +36,11 @@ def load_key(settings: Settings) -> bytes:
     path = settings.state_dir / KEY_FILE
     try:
         return _read_or_create(path)
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: the token key is not text; delete it to make a new one, or set "
+            "MAILBOT_SECRET"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read or create the token key ({exc.strerror}); "
@@ -48,7 +53,7 @@ def peek_key(settings: Settings) -> bytes | None:
     if settings.secret is not None:
         return load_key(settings)
     path = settings.state_dir / KEY_FILE
-    return _read_or_create(path) if path.exists() else None
+    return load_key(settings) if path.exists() else None
 
 
 def _read_or_create(path: Path) -> bytes:

@@ -301,7 +301,13 @@ def parse_rules(text: str, source: str) -> Rules:
         rules = Rules.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
+        failed = [tuple(error["loc"]) for error in errors]
         for error in errors:
+            here = tuple(error["loc"])
+            if error["type"] == "too_short" and any(
+                len(other) > len(here) and other[: len(here)] == here for other in failed
+            ):
+                continue  # "too short after validation": its items' own errors say why
             loc, message, key = _describe(error)
             report.add(loc, message, key)
         if not any(error["type"] == REFERENCE_ERROR for error in errors):

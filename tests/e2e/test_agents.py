@@ -517,7 +517,7 @@ async def test_reports_show_the_month_of_a_time_bank_and_the_sla_by_plan(
 
     settings = make_settings(imap_server, smtp_sink, agent_rules, database)
     clock = FixedClock(MONDAY_10)
-    daemon, ticket, _, note = await _customer_ticket(
+    daemon, _, _, note = await _customer_ticket(
         imap_server, smtp_sink, settings, agent_policy, clock
     )
     clock.set(MONDAY_10 + timedelta(minutes=40))

@@ -263,12 +263,6 @@ def test_account_ids_must_be_lower_case(tmp_path: Path, bad: str) -> None:
     assert any("lower-case" in problem for problem in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: agent ids are not checked against ID_PATTERN (Rules.agents is dict[str, Agent]"
-    " and people_reference_problems checks only account ids), so 'Anna' loads although no"
-    " assignment, #assign or account_manager can ever name it",
-)
 def test_agent_ids_must_be_lower_case(tmp_path: Path) -> None:
     text = _swap(PEOPLE, "  bert:\n    name: Bert\n", "  Bert:\n    name: Bert\n")
     problems = _problems(tmp_path, text)
@@ -298,12 +292,6 @@ def test_agent_address_must_be_an_address(tmp_path: Path) -> None:
     ) in problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a list of agent addresses whose only item is invalid also reports"
-    " 'agents.bert.addresses: needs at least 1 item' (pydantic's too_short 'after"
-    " validation', reworded by the loader), although the list has an item",
-)
 def test_an_invalid_agent_address_is_reported_once(tmp_path: Path) -> None:
     text = _swap(PEOPLE, "[bert@example.com]", "[bert-at-example.com]")
     problems = _problems(tmp_path, text)

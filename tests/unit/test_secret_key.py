@@ -115,11 +115,6 @@ def test_unusable_state_dir_is_a_config_error_naming_mailbot_secret(tmp_path: Pa
     assert KEY_FILE in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a key file that is not ASCII (e.g. `head -c32 /dev/urandom`) escapes"
-    " load_key as UnicodeDecodeError instead of a ConfigError naming the file",
-)
 def test_binary_key_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_bytes(bytes(range(128, 160)))
     with pytest.raises(ConfigError):
