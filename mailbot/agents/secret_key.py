@@ -38,8 +38,7 @@ def load_key(settings: Settings) -> bytes:
         return _read_or_create(path)
     except UnicodeDecodeError:
         raise ConfigError(
-            f"{path}: the token key is not text; delete it to make a new one, or set "
-            "MAILBOT_SECRET"
+            f"{path}: the token key is not text; delete it to make a new one, or set MAILBOT_SECRET"
         ) from None
     except OSError as exc:
         raise ConfigError(
