@@ -23,14 +23,17 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from mailbot.agents.assign import notice_recipients
 from mailbot.clock import Clock
 from mailbot.domain import Address, TicketStatus
 from mailbot.ingest.correlate import ticket_ref
 from mailbot.outbound.compose import compose, new_message_id, reference_chain
 from mailbot.policy import Policy
 from mailbot.rules.deadline import format_deadline
+from mailbot.rules.schema import Rules
 from mailbot.sla.clocks import ClockStatus
 from mailbot.sla.plan import PlannedReminder
+from mailbot.sla.schema import ROLE_RECIPIENTS
 from mailbot.tickets.models import (
     Direction,
     Message,
@@ -160,6 +163,9 @@ class ReminderSweeper:
                 .first()
             )
             status, note = _relevance(row, ticket, clock, now, latest_due)
+            recipient = resolve_recipient(self.policy().rules, row.recipient, ticket)
+            if status is ReminderStatus.SENT and recipient is None:
+                status, note = ReminderStatus.SKIPPED, f"nobody is the ticket's {row.recipient}"
             claimed = (
                 await Reminder.filter(id=row.id, status=ReminderStatus.PENDING)
                 .using_db(conn)
@@ -167,8 +173,8 @@ class ReminderSweeper:
             )
             if not claimed:
                 return None  # another sweep or daemon decided it first
-            if status is ReminderStatus.SENT:
-                await self._queue_notice(conn, row, ticket, now)
+            if status is ReminderStatus.SENT and recipient is not None:
+                await self._queue_notice(conn, row, ticket, now, recipient)
         log.info(
             "reminder %d ticket #%d clock %s %s due %s: %s%s",
             row.id,
@@ -182,7 +188,7 @@ class ReminderSweeper:
         return status
 
     async def _queue_notice(
-        self, conn: BaseDBAsyncClient, row: Reminder, ticket: Ticket, now: datetime
+        self, conn: BaseDBAsyncClient, row: Reminder, ticket: Ticket, now: datetime, to: str
     ) -> None:
         policy = self.policy()
         rules = policy.rules
@@ -216,7 +222,7 @@ class ReminderSweeper:
         rendered = policy.renderer.render(template, language, context)
         out = compose(
             sender=policy.support,
-            to=Address(row.recipient),
+            to=Address(to),
             subject=f"{rendered.subject} [{ref}]",
             text=rendered.text,
             html=rendered.html,
@@ -233,6 +239,25 @@ class ReminderSweeper:
 
 
 _CLOSED = {TicketStatus.RESOLVED, TicketStatus.CLOSED}
+
+
+def resolve_recipient(rules: Rules, recipient: str, ticket: Ticket) -> str | None:
+    """A reminder's address: as planned, or, for ``assignee`` / ``account_manager``, that
+    person's first address now (the ticket's team when it has no agent); failing that the
+    plan's ``escalate_to`` address, else None."""
+    if recipient not in ROLE_RECIPIENTS:
+        return recipient
+    if recipient == "assignee":
+        found = notice_recipients(rules, agent=ticket.assignee, team=ticket.team)
+        if found:
+            return found[0]
+    else:
+        manager = rules.account_manager(ticket.account) if ticket.account else None
+        if manager is not None and manager in rules.agents:
+            return rules.agents[manager].addresses[0]
+    plan = rules.plans.get(ticket.plan)
+    fallback = plan.sla.escalate_to if plan is not None and plan.sla is not None else None
+    return fallback if fallback is not None and fallback not in ROLE_RECIPIENTS else None
 
 
 def _relevance(

@@ -343,9 +343,17 @@ class SeverityOverrides(_Model):
         return row
 
 
+#: Reminder recipients resolved per ticket when the reminder goes out: the ticket's agent,
+#: or the account manager of the customer's account (seed 003: "a named account manager who
+#: gets the reminders"). Without one, the plan's other recipient gets it.
+ROLE_RECIPIENTS = ("assignee", "account_manager")
+
+
 def _address(value: str) -> str:
     from mailbot.rules.schema import check_address  # here: an import cycle
 
+    if value.strip() in ROLE_RECIPIENTS:
+        return value.strip()
     return check_address(value)
 
 
@@ -360,7 +368,8 @@ class PlanSla(_Model):
     severity: SeverityOverrides | None = None
     outside_office_hours: OutsideHoursRow | None = None
     reminders: tuple[ReminderSpec, ...] = ()
-    #: Who gets the warnings before a deadline (default: ``escalate_to``).
+    #: Who gets the warnings before a deadline (default: ``escalate_to``): an address,
+    #: ``assignee`` or ``account_manager``.
     notify: Annotated[str, AfterValidator(_address)] | None = None
     #: Who gets the escalation when a deadline is breached.
     escalate_to: Annotated[str, AfterValidator(_address)] | None = None

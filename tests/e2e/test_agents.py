@@ -543,3 +543,38 @@ async def test_reports_show_the_month_of_a_time_bank_and_the_sla_by_plan(
     assert (sla["pro"].tickets, sla["pro"].met, sla["pro"].breached) == (1, 1, 0)
     assert sla["pro"].median_first_response == timedelta(minutes=40)
     assert await sla_report(rules, parse_period("2026-10", rules.tz)) == []
+
+
+async def test_reminders_go_to_the_account_manager_and_the_escalation_to_the_assignee(
+    imap_server: Any, smtp_sink: Any, tmp_path: Path, database: str
+) -> None:
+    rules = tmp_path / "roles.yaml"
+    text = AGENT_RULES.replace(
+        "    first_response: {working_hours: 8}\n",
+        "    first_response: {working_hours: 8}\n"
+        "    sla:\n"
+        "      reminders: [{before: 30m}]\n"
+        "      notify: account_manager\n"
+        "      escalate_to: assignee\n",
+    ).replace(
+        "assignment:\n  default: support\n",
+        "assignment:\n  account_manager: false\n  default: bo\n",
+    )
+    rules.write_text(text, encoding="utf-8")
+    policy_ = load_policy(rules, REPO / "templates")
+    settings = make_settings(imap_server, smtp_sink, rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon = Daemon(settings, policy_, clock)
+    _, raw = mail("Anna <anna@butiken.se>", "Frågan", "Hej, en fråga om exporten.")
+    await append(imap_server, raw)
+    await daemon.run_once()
+    ticket = await Ticket.get(customer="anna@butiken.se")
+    assert ticket.assignee == "bo"
+    # 8 working hours from Monday 10:00 (office 08-17): Tuesday 09:00; the warning at 08:30.
+    smtp_sink.messages.clear()
+    clock.set(MONDAY_10 + timedelta(hours=22, minutes=30))
+    assert (await daemon.run_once()).sent == 1
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [("carla@example.com",)]
+    clock.set(MONDAY_10 + timedelta(hours=23))
+    assert (await daemon.run_once()).sent == 1
+    assert smtp_sink.messages[-1].rcpt_tos == ("bo@example.com",)
