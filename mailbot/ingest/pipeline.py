@@ -384,6 +384,7 @@ class Intake:
                 message_id=parsed.message_id,
                 message_row=row,
                 now=now,
+                raw=raw,
             )
             reason = f"{verdict.reason}: {', '.join(result.executed) or result.reason}"
         log.info(

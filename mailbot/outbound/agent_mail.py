@@ -27,6 +27,7 @@ from mailbot.agents.tokens import (
 )
 from mailbot.domain import Address
 from mailbot.ingest.correlate import format_token, ticket_ref
+from mailbot.outbound.attachments import FileAttachment
 from mailbot.outbound.compose import (
     Outgoing,
     compose,
@@ -169,8 +170,10 @@ def compose_relay(
     to: Address,
     thread: Thread,
     now: datetime,
+    files: tuple[FileAttachment, ...] = (),
 ) -> Outgoing:
-    """An agent's answer, to the customer, from the support address."""
+    """An agent's answer (and the files they attached), to the customer, from the support
+    address."""
     context = {
         **_summary_context(policy, ticket),
         "text": text,
@@ -192,6 +195,7 @@ def compose_relay(
         ticket_ref=_ref(policy, ticket.id),
         language=ticket.language,
         auto_submitted=None,
+        files=files,
     )
 
 

@@ -15,16 +15,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from email import charset as email_charset
-from email import policy
+from email import encoders, policy
 from email.generator import BytesGenerator
 from email.header import Header
 from email.message import Message
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, quote
 from io import BytesIO
 
 from mailbot.domain import Address
+from mailbot.outbound.attachments import FileAttachment
 
 # Headers are written here, not by the email package's header registry (3 ms a reply):
 # RFC 2047 encoded words only for non-ASCII text, plain UTF-8 (RFC 6532) when an address is
@@ -123,6 +125,27 @@ def _address_line(header: str, address: Address, utf8: bool) -> str:
     return f"{header}: {_phrase(single_line(address.name), utf8)}<{address.email}>"
 
 
+def _with_files(body: Message, files: tuple[FileAttachment, ...]) -> Message:
+    """``multipart/mixed``: the body, then each file base64-encoded (RFC 2231 names)."""
+    if not files:
+        return body
+    del body["MIME-Version"]
+    mixed = MIMEMultipart("mixed", _subparts=[body])
+    for file in files:
+        maintype, _, subtype = file.content_type.partition("/")
+        part = MIMEBase(maintype or "application", subtype or "octet-stream")
+        del part["MIME-Version"]
+        part.set_payload(file.data)
+        encoders.encode_base64(part)
+        name = single_line(file.filename)
+        if name.isascii():
+            part.add_header("Content-Disposition", "attachment", filename=name)
+        else:
+            part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+        mixed.attach(part)
+    return mixed
+
+
 def _body(text: str, html: str | None) -> Message:
     parts = []
     for content, subtype in ((text, "plain"), (html, "html")):
@@ -154,6 +177,7 @@ def compose(
     language: str,
     auto_submitted: str | None = "auto-replied",
     reply_to: Address | None = None,
+    files: tuple[FileAttachment, ...] = (),
 ) -> Outgoing:
     """The mail's bytes. ``auto_submitted=None`` marks a human's answer (an agent's relayed
     reply): no ``Auto-Submitted``, so the customer's own auto-responder rules treat it as
@@ -186,7 +210,9 @@ def compose(
         f"Content-Language: {single_line(language)}",
     ]
     buffer = BytesIO()
-    BytesGenerator(buffer, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(_body(text, html))
+    BytesGenerator(buffer, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(
+        _with_files(_body(text, html), files)
+    )
     head = "\r\n".join(lines).encode("utf-8" if utf8 else "ascii") + b"\r\n"
     return Outgoing(
         message_id=message_id,

@@ -32,6 +32,7 @@ from mailbot.outbound.agent_mail import (
     compose_low_balance,
     compose_relay,
 )
+from mailbot.outbound.attachments import FileAttachment, relayable_attachments
 from mailbot.policy import Policy
 from mailbot.sla.clocks import ClockStatus, EventKind
 from mailbot.tickets.assignment import assign_to
@@ -110,8 +111,10 @@ async def handle_internal(
     message_id: str | None,
     message_row: int,
     now: datetime,
+    raw: bytes = b"",
 ) -> AgentResult:
-    """Act on internal mail (``verdict.internal``) that was stored as ``message_row``."""
+    """Act on internal mail (``verdict.internal``) that was stored as ``message_row``;
+    ``raw`` is the mail itself, for the files an agent attached to an answer."""
     ticket = None
     if verdict.ticket_id is not None:
         ticket = await Ticket.filter(id=verdict.ticket_id).using_db(conn).first()
@@ -170,6 +173,7 @@ async def handle_internal(
         message_id=message_id,
         message_row=message_row,
         now=now,
+        raw=raw,
     )
 
 
@@ -186,6 +190,7 @@ async def _agent_reply(
     message_id: str | None,
     message_row: int,
     now: datetime,
+    raw: bytes,
 ) -> AgentResult:
     rules = policy.rules
     block = parse_commands(
@@ -219,9 +224,17 @@ async def _agent_reply(
     relayed = False
     body = block.body.strip()
     if body and not block.has(CommandKind.NOTE) and not block.has(CommandKind.SPAM):
-        await _relay(conn, policy, ticket, agent, body, now)
+        files, skipped = relayable_attachments(raw) if raw else ((), ())
+        for reason in skipped:
+            log.warning(
+                "message-id %s ticket #%d: attachment not relayed: %s",
+                message_id,
+                ticket.id,
+                reason,
+            )
+        await _relay(conn, policy, ticket, agent, body, now, files)
         relayed = True
-        executed.append("relay")
+        executed.append(f"relay with {len(files)} file(s)" if files else "relay")
     elif block.has(CommandKind.NOTE) and body:
         author = rules.agents[agent].name
         await notify_agents(
@@ -380,7 +393,13 @@ async def _warn_low_balance(
 
 
 async def _relay(
-    conn: BaseDBAsyncClient, policy: Policy, ticket: Ticket, agent: str, body: str, now: datetime
+    conn: BaseDBAsyncClient,
+    policy: Policy,
+    ticket: Ticket,
+    agent: str,
+    body: str,
+    now: datetime,
+    files: tuple[FileAttachment, ...],
 ) -> None:
     summary = await ticket_summary(conn, policy, ticket, now, ticket.language)
     thread = await customer_thread(conn, ticket.id)
@@ -392,6 +411,7 @@ async def _relay(
         to=Address(ticket.customer, ticket.customer_name),
         thread=thread,
         now=now,
+        files=files,
     )
     await queue_outgoing(conn, ticket_id=ticket.id, kind=RELAY, out=out, now=now, role="agent")
     await _meet(conn, policy, ticket.id, "first_response", now)

@@ -578,3 +578,30 @@ async def test_reminders_go_to_the_account_manager_and_the_escalation_to_the_ass
     clock.set(MONDAY_10 + timedelta(hours=23))
     assert (await daemon.run_once()).sent == 1
     assert smtp_sink.messages[-1].rcpt_tos == ("bo@example.com",)
+
+
+async def test_files_attached_by_the_agent_reach_the_customer(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    clock = FixedClock(MONDAY_10)
+    daemon, _, _, note = await _customer_ticket(
+        imap_server, smtp_sink, settings, agent_policy, clock
+    )
+    reply = message_from_bytes(
+        agent_reply(note, "carla@example.com", "Se bifogad manual.", shape="gmail"),
+        policy=policy.default,
+    )
+    assert isinstance(reply, EmailMessage)
+    manual = b"%PDF-1.7\n" + bytes(range(256)) * 64
+    reply.add_attachment(
+        manual, maintype="application", subtype="pdf", filename="../../Manual kassan.pdf"
+    )
+    await append(imap_server, reply.as_bytes())
+    smtp_sink.messages.clear()
+    await daemon.run_once()
+    (relay,) = sent_to(smtp_sink, "anna@butiken.se")
+    assert plain(relay).startswith("Se bifogad manual.")
+    (attachment,) = list(relay.iter_attachments())  # type: ignore[attr-defined]
+    assert attachment.get_filename() == "Manual kassan.pdf"
+    assert attachment.get_content() == manual
