@@ -291,7 +291,8 @@ async def tickets(
         _out(
             f"{row.ref:>8}  {row.status:<8} {row.plan:<10} "
             f"{row.severity}{'!' if row.urgent else ' '} "
-            f"{row.customer:<30} next {deadline} {state:<8} {row.subject}"
+            f"{row.customer:<30} {row.assignee or row.team or '-':<10} "
+            f"next {deadline} {state:<8} {row.subject}"
         )
     if not rows:
         _out("no tickets")

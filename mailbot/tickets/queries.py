@@ -61,6 +61,10 @@ class TicketSummary:
     severity: str = "L4"
     urgent: bool = False
     priority: int = 0
+    assignee: str | None = None
+    team: str | None = None
+    category: str = ""
+    account: str | None = None
     clocks: tuple[ClockSummary, ...] = ()
 
     def sla_state(self, now: datetime) -> str:
@@ -91,6 +95,10 @@ class TicketSummary:
             "severity": self.severity,
             "urgent": self.urgent,
             "priority": self.priority,
+            "assignee": self.assignee,
+            "team": self.team,
+            "category": self.category,
+            "account": self.account,
             "clocks": [
                 {
                     "name": c.name,
@@ -174,6 +182,10 @@ async def list_tickets(
                 severity=ticket.severity,
                 urgent=ticket.urgent,
                 priority=ticket.priority,
+                assignee=ticket.assignee,
+                team=ticket.team,
+                category=ticket.category,
+                account=ticket.account,
                 clocks=clocks,
             )
         )
