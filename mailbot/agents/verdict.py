@@ -10,9 +10,11 @@ An agent's reply is acted on (relayed, its commands executed) only when **all** 
 * when ``agent_mail.require_auth`` is set, our own server's Authentication-Results show
   DKIM or SPF pass for it.
 
-Mail that carries a token (valid or not) but fails a check is *internal*: stored on the
-ticket, never relayed, nothing executed; a known agent is told why (a forged From then
-warns the real agent). Mail without any token follows the customer path; from an agent's
+Mail that carries a token but fails a check is *internal*: stored on the ticket, never
+relayed, nothing executed; a known agent is told why (a forged From then warns the real
+agent), and the ticket's agents see what a non-agent wrote (a forwarded notification
+answered). Broken token look-alikes in a non-agent's mail prove nothing internal: that mail
+takes the customer path. Mail without any token follows the customer path; from an agent's
 address it may open a ticket (an agent forwarding a customer's mail) but is never
 auto-answered, and ``#commands`` in it are plain text.
 """
@@ -68,6 +70,19 @@ def agent_verdict(
         return AgentVerdict(MailRole.CUSTOMER, None, None, "no agent token")
     ticket = finding.ticket_id if finding.ticket_id is not None else thread_ticket
     if agent is None:
+        if finding.ticket_id is None or finding.conflict:
+            # Only broken or contradictory token look-alikes, from a non-agent: nothing
+            # internal is proven, so it is the customer's mail like any other.
+            return AgentVerdict(
+                MailRole.CUSTOMER, None, None, "token look-alikes from a non-agent ignored"
+            )
+        if auto_generated:
+            return AgentVerdict(
+                MailRole.AGENT_AUTO,
+                None,
+                ticket,
+                "an automatic reply to an agent notification from a non-agent",
+            )
         return AgentVerdict(
             MailRole.REJECTED,
             None,

@@ -319,6 +319,8 @@ class Intake:
             return
         if action is TicketAction.NEW:
             await assign_new_ticket(conn, self.policy.rules, ticket)
+        if not self.send_replies:
+            return  # an import with --no-send: old mail must not page anybody
         event = {
             TicketAction.NEW: "new",
             TicketAction.APPEND: "reply",
@@ -372,7 +374,9 @@ class Intake:
             else ("internal" if verdict.internal else "agent"),
         )
         reason = verdict.reason
-        if verdict.internal:
+        if verdict.internal and not self.send_replies:
+            reason = f"{verdict.reason}: stored only (--no-send)"
+        elif verdict.internal:
             result = await handle_internal(
                 conn,
                 self.policy,

@@ -75,10 +75,18 @@ def test_valid_token_from_a_non_agent_is_rejected_and_nobody_is_told() -> None:
     assert verdict.internal
 
 
-def test_invalid_token_from_a_non_agent_is_rejected_on_the_threaded_ticket() -> None:
+def test_broken_token_look_alikes_from_a_non_agent_take_the_customer_path() -> None:
+    # Nothing internal is proven: the customer's mail must not vanish into internal storage.
     verdict = _verdict(agent=None, finding=ONLY_INVALID, thread_ticket=4)
-    assert verdict.role is MailRole.REJECTED
-    assert verdict.ticket_id == 4
+    assert verdict.role is MailRole.CUSTOMER
+    assert not verdict.tell_agent
+    assert not verdict.internal
+
+
+def test_an_automatic_reply_from_a_non_agent_to_a_notification_is_kept_quiet() -> None:
+    verdict = _verdict(agent=None, finding=VALID_7, auto_generated=True)
+    assert verdict.role is MailRole.AGENT_AUTO
+    assert verdict.ticket_id == 7
     assert not verdict.tell_agent
     assert verdict.internal
 
