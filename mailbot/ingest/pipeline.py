@@ -289,8 +289,8 @@ class Intake:
                     now=now,
                 )
                 reply_kind = decision.reply.kind
-            if ticket_id is not None and not decision.auto.auto_generated:
-                await self._tell_agents(conn, ticket_id, analysis, now)
+            if applied.ticket is not None and not decision.auto.auto_generated:
+                await self._tell_agents(conn, applied.ticket, analysis, now)
         log.info(
             "stored %s message-id %s ticket #%s action %s reply %s (%s)",
             origin.label,
@@ -310,11 +310,10 @@ class Intake:
         )
 
     async def _tell_agents(
-        self, conn: BaseDBAsyncClient, ticket_id: int, analysis: Analysis, now: datetime
+        self, conn: BaseDBAsyncClient, ticket: Ticket, analysis: Analysis, now: datetime
     ) -> None:
         """Assign a new ticket; notify its agent (or team) of it and of customer replies."""
         action = analysis.decision.thread.action
-        ticket = await Ticket.get(id=ticket_id, using_db=conn)
         if ticket.spam:
             return
         if action is TicketAction.NEW:
@@ -339,6 +338,7 @@ class Intake:
             text=analysis.text,
             now=now,
             exclude=frozenset({sender}) if sender else frozenset(),
+            new=analysis.decision.sla if action is TicketAction.NEW else None,
         )
 
     async def _store_agent_mail(

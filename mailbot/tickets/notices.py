@@ -7,6 +7,7 @@ answers the customer's latest message; a notification answers the previous notif
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -26,6 +27,7 @@ from mailbot.policy import Policy
 from mailbot.reminders import CLOCK_NAMES
 from mailbot.rules.deadline import format_deadline
 from mailbot.sla.clocks import ClockStatus
+from mailbot.sla.plan import SlaStatus
 from mailbot.tickets.models import Direction, Message, Ticket, TicketClock
 from mailbot.tickets.service import queue_outgoing
 from mailbot.tickets.timebank import account_balance
@@ -36,19 +38,28 @@ _CUSTOMER_ROLES = ("customer", "system", "agent")
 
 
 async def ticket_summary(
-    conn: BaseDBAsyncClient, policy: Policy, ticket: Ticket, now: datetime, language: str
+    conn: BaseDBAsyncClient,
+    policy: Policy,
+    ticket: Ticket,
+    now: datetime,
+    language: str,
+    clocks: Sequence[tuple[str, ClockStatus, datetime | None]] | None = None,
 ) -> TicketSummary:
+    """The facts agents are shown; ``clocks`` (name, status, due) when the caller has them."""
     rules = policy.rules
     names = CLOCK_NAMES.get(language, CLOCK_NAMES["en"])
+    if clocks is None:
+        rows = await TicketClock.filter(ticket_id=ticket.id).using_db(conn).order_by("id")
+        clocks = [(row.name, row.status, row.due_at) for row in rows]
     deadlines = tuple(
         Deadline(
-            clock=row.name,
-            name=names.get(row.name, row.name),
-            due_text=format_deadline(row.due_at, rules.tz, language) if row.due_at else "—",
-            status=row.status.value,
+            clock=name,
+            name=names.get(name, name),
+            due_text=format_deadline(due, rules.tz, language) if due else "—",
+            status=status.value,
         )
-        for row in await TicketClock.filter(ticket_id=ticket.id).using_db(conn).order_by("id")
-        if row.status in (ClockStatus.RUNNING, ClockStatus.PAUSED, ClockStatus.BREACHED)
+        for name, status, due in clocks
+        if status in (ClockStatus.RUNNING, ClockStatus.PAUSED, ClockStatus.BREACHED)
     )
     balance_text = ""
     account = ticket.account or ticket.customer
@@ -138,8 +149,12 @@ async def notify_agents(
     now: datetime,
     exclude: frozenset[str] = frozenset(),
     recipients: tuple[str, ...] | None = None,
+    new: SlaStatus | None = None,
 ) -> int:
-    """Queue one notification per recipient (default: the ticket's agent or team)."""
+    """Queue one notification per recipient (default: the ticket's agent or team).
+
+    ``new``: the ticket was just opened with these clocks, so there is no earlier
+    notification to answer and its clocks need no reading back."""
     rules = policy.rules
     if not rules.agent_mail.notify and recipients is None:
         return 0
@@ -152,11 +167,16 @@ async def notify_agents(
     addresses = tuple(a for a in dict.fromkeys(addresses) if a not in excluded)
     if not addresses:
         return 0
-    thread = await agents_thread(conn, ticket.id)
+    thread = Thread() if new is not None else await agents_thread(conn, ticket.id)
+    clocks = [(c.name, c.status, c.due_at) for c in new.clocks] if new is not None else None
+    summaries: dict[str, TicketSummary] = {}
     queued = 0
     for address in addresses:
         language = agent_language(policy, address)
-        summary = await ticket_summary(conn, policy, ticket, now, language)
+        summary = summaries.get(language)
+        if summary is None:
+            summary = await ticket_summary(conn, policy, ticket, now, language, clocks)
+            summaries[language] = summary
         out = compose_notification(
             policy,
             signer,

@@ -41,6 +41,7 @@ class Applied:
     ticket_id: int | None
     message_row: int
     resumed: bool  # a waiting ticket got the customer's answer: its clocks resume
+    ticket: Ticket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +257,7 @@ async def apply_inbound(
         bounce=decision.auto.bounce,
         role="customer",
     )
-    return Applied(ticket.id if ticket else None, row_id, resumed)
+    return Applied(ticket.id if ticket else None, row_id, resumed, ticket)
 
 
 async def store_inbound(
