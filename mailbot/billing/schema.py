@@ -37,7 +37,6 @@ Durations are whole minutes (:data:`Minutes`): a positive integer, or text such 
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import date
 from typing import Annotated, Any, Self
@@ -105,8 +104,9 @@ Percent = Annotated[int, Field(ge=0, le=1000)]
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" — did you mean {close[0]!r}?" if close else ""
+    from mailbot.rules.schema import did_you_mean  # here: an import cycle
+
+    return did_you_mean(word, options)
 
 
 class _Model(BaseModel):

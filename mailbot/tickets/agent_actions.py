@@ -19,6 +19,7 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from mailbot.agents.assign import notice_recipients
 from mailbot.agents.commands import CommandBlock, CommandKind, help_text, parse_commands
 from mailbot.agents.tokens import TokenSigner
 from mailbot.agents.verdict import AgentVerdict, MailRole
@@ -274,8 +275,6 @@ async def _ticket_agents(
     )
     ids = {rules.agent_for(str(a)) for a in writers} - {None, exclude}
     addresses = [rules.agents[i].addresses[0] for i in sorted(i for i in ids if i)]
-    from mailbot.agents.assign import notice_recipients
-
     addresses += notice_recipients(
         rules, agent=ticket.assignee, team=ticket.team, exclude=frozenset({exclude})
     )
