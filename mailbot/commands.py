@@ -149,6 +149,7 @@ def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict
         "deadline": decision.deadline.isoformat() if decision.deadline else None,
         "severity": decision.severity,
         "urgent": decision.urgent,
+        "category": decision.category,
         "clocks": [
             {
                 "name": c.name,
@@ -206,6 +207,7 @@ def _print_simulation(result: dict[str, object]) -> None:
     _out(f"auto:      {result['auto_generated']} ({result['auto_generated_reason'] or '-'})")
     _out(f"ticket:    {ticket['action']} {ticket['ref'] or ''} ({ticket['reason']})")
     _out(f"severity:  {result['severity']}{' urgent' if result['urgent'] else ''}")
+    _out(f"category:  {result['category'] or '-'}")
     clocks = result["clocks"]
     assert isinstance(clocks, list)
     for clock in clocks:

@@ -171,6 +171,8 @@ class Decision:
     sla: SlaStatus | None = None
     #: The customer's account (time bank, account manager); None without a sender.
     account: str | None = None
+    #: A new ticket's category (a classification rule's, else billing.default_category).
+    category: str = ""
 
 
 class Severity(enum.StrEnum):
@@ -189,3 +191,5 @@ class ClassificationResult:
     severity: Severity
     urgent: bool
     hits: tuple[str, ...] = ()
+    #: Set by a rule; None: the ticket gets ``billing.default_category``.
+    category: str | None = None

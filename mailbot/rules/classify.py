@@ -268,12 +268,14 @@ def classify_with(
     )
     severity: Severity | None = None
     urgent: bool | None = None
+    category: str | None = None
     decided: dict[str, list[str]] = {}  # rule name -> what it decided, in order
     notes_of: dict[str, list[str]] = {}
     for rule in classification.rules:
         new_severity = rule.set.severity if severity is None else None
         new_urgent = rule.set.urgent if urgent is None else None
-        if new_severity is None and new_urgent is None:
+        new_category = rule.set.category if category is None else None
+        if new_severity is None and new_urgent is None and new_category is None:
             continue  # this rule could decide nothing that is still open
         notes = _rule_matches(rule, msg)
         if notes is None:
@@ -286,7 +288,10 @@ def classify_with(
         if new_urgent is not None:
             urgent = new_urgent
             outcome.append("urgent" if urgent else "not urgent")
-        if severity is not None and urgent is not None:
+        if new_category is not None:
+            category = new_category
+            outcome.append(f"category {category}")
+        if severity is not None and urgent is not None and category is not None:
             break
     hits = [
         f"{', '.join(outcome)} by rule {name!r}"
@@ -300,7 +305,9 @@ def classify_with(
         urgent = classification.default_urgent
         hits.append(f"{'urgent' if urgent else 'not urgent'} by default (no rule matched)")
     log.debug("classified: %s, urgent=%s: %s", severity, urgent, hits)
-    return ClassificationResult(severity=severity, urgent=urgent, hits=tuple(hits))
+    return ClassificationResult(
+        severity=severity, urgent=urgent, hits=tuple(hits), category=category
+    )
 
 
 def classify(

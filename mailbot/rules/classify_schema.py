@@ -311,15 +311,19 @@ class When(_Model):
 
 
 class Outcome(_Model):
-    """What a matching rule sets: a severity, urgency, or both."""
+    """What a matching rule sets: a severity, urgency, a category (``billing.categories``:
+    it decides assignment ``by_category`` and whether logged time is charged), or several."""
 
     severity: SeverityName | None = None
     urgent: bool | None = None
+    category: str | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if self.severity is None and self.urgent is None:
-            raise ValueError("set needs severity (L1..L4), urgent (true/false) or both")
+        if self.severity is None and self.urgent is None and self.category is None:
+            raise ValueError(
+                "set needs severity (L1..L4), urgent (true/false), category, or several"
+            )
         return self
 
 

@@ -83,7 +83,7 @@ def decide(
         hits.append(f"language: {language} (customer or ticket)")
 
     sla: SlaStatus | None = None
-    severity, urgent = "L4", False
+    severity, urgent, category = "L4", False, ""
 
     def result(reply: Reply | None, deadline: datetime | None) -> Decision:
         return Decision(
@@ -99,6 +99,7 @@ def decide(
             urgent=urgent,
             sla=sla,
             account=customer.account if customer is not None else None,
+            category=category,
         )
 
     if thread.action is TicketAction.NONE:
@@ -121,6 +122,7 @@ def decide(
         outside_hours=lambda: not calendar.is_open(now),
     )
     severity, urgent = classified.severity.value, classified.urgent
+    category = classified.category or rules.billing.default_category
     hits.extend(classified.hits)
     sla = sla_status(rules, plan_id, severity=severity, urgent=urgent, arrival=now, now=now)
     deadline = sla.due_of("first_response")

@@ -554,7 +554,8 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
 
 
 def _billing_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    """Categories named by assignment rules must exist in ``billing.categories``."""
+    """Categories named by classification and assignment rules must exist in
+    ``billing.categories``."""
     billing = data.get("billing")
     categories: list[str]
     if isinstance(billing, Mapping) and isinstance(billing.get("categories"), Mapping):
@@ -562,6 +563,19 @@ def _billing_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     else:
         categories = list(BillingSpec().categories)
     problems: list[tuple[Loc, str]] = []
+    classification = data.get("classification")
+    rules = classification.get("rules") if isinstance(classification, Mapping) else None
+    for i, rule in _items(rules):
+        outcome = rule.get("set")
+        category = outcome.get("category") if isinstance(outcome, Mapping) else None
+        if isinstance(category, str) and category not in categories:
+            problems.append(
+                (
+                    ("classification", "rules", i, "set", "category"),
+                    f"unknown category {category!r}{did_you_mean(category, categories)}"
+                    f" (billing.categories: {', '.join(categories)})",
+                )
+            )
     assignment = data.get("assignment")
     by_category = assignment.get("by_category") if isinstance(assignment, Mapping) else None
     if isinstance(by_category, Mapping):

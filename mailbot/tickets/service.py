@@ -192,6 +192,7 @@ async def _open_ticket(
         urgent=decision.urgent,
         priority=priority,
         account=decision.account[:_ADDRESS_MAX] if decision.account else None,
+        category=decision.category,
     )
 
 

@@ -605,3 +605,48 @@ async def test_files_attached_by_the_agent_reach_the_customer(
     (attachment,) = list(relay.iter_attachments())  # type: ignore[attr-defined]
     assert attachment.get_filename() == "Manual kassan.pdf"
     assert attachment.get_content() == manual
+
+
+async def test_a_category_rule_routes_the_ticket_and_free_time_costs_nothing(
+    imap_server: Any, smtp_sink: Any, tmp_path: Path, database: str
+) -> None:
+    rules = tmp_path / "category.yaml"
+    rules.write_text(
+        AGENT_RULES.replace(
+            "  default: support\n", "  default: support\n  by_category: {bug: dora}\n"
+        )
+        + "classification:\n"
+        "  rules:\n"
+        "    - name: product-bug\n"
+        "      when: {any_text: {all: [bug, felmeddelande]}}\n"
+        "      set: {category: bug}\n",
+        encoding="utf-8",
+    )
+    policy_ = load_policy(rules, REPO / "templates")
+    settings = make_settings(imap_server, smtp_sink, rules, database)
+    daemon = Daemon(settings, policy_, FixedClock(MONDAY_10))
+    _, raw = mail("Anna <anna@butiken.se>", "Fel i exporten", "Exporten ger ett felmeddelande.")
+    await append(imap_server, raw)
+    await daemon.run_once()
+    ticket = await Ticket.get(customer="anna@butiken.se")
+    # The account manager comes first; by_category applies when she is not asked first.
+    assert (ticket.category, ticket.assignee) == ("bug", "carla")
+    (note,) = sent_to(smtp_sink, "carla@example.com")
+    await append(imap_server, agent_reply(note, "carla@example.com", "#time 45m", shape="gmail"))
+    await daemon.run_once()
+    entry = await TimeEntry.get(ticket_id=ticket.id)
+    assert (entry.category, entry.chargeable, entry.rounded) == ("bug", False, 45)
+    assert Decimal(entry.billed) == 0
+
+    rules.write_text(
+        rules.read_text(encoding="utf-8").replace(
+            "assignment:\n", "assignment:\n  account_manager: false\n"
+        ),
+        encoding="utf-8",
+    )
+    daemon = Daemon(settings, load_policy(rules, REPO / "templates"), FixedClock(MONDAY_10))
+    _, raw = mail("Bo Kund <kund@example.org>", "Bug", "En bug i kassan.")
+    await append(imap_server, raw)
+    await daemon.run_once()
+    other = await Ticket.get(customer="kund@example.org")
+    assert (other.category, other.assignee) == ("bug", "dora")

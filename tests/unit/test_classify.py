@@ -539,7 +539,7 @@ def test_set_needs_something_and_severity_is_checked() -> None:
     section = "rules:\n  - name: r\n    set: {}\n"
     assert problems(section) == [
         f"{at(section, '{}')}: classification.rules[0].set: "
-        "set needs severity (L1..L4), urgent (true/false) or both"
+        "set needs severity (L1..L4), urgent (true/false), category, or several"
     ]
     section = "rules:\n  - name: r\n    set: {severity: L5}\n"
     found = problems(section)
@@ -637,3 +637,38 @@ def test_a_priority_header_reaches_a_header_rule_through_the_parser() -> None:
         headers=msg.headers,
     )
     assert result.urgent is True
+
+
+def test_a_rule_can_set_the_category_and_it_must_be_a_billing_category() -> None:
+    section = (
+        "rules:\n"
+        "  - name: hosting\n"
+        "    when: {any_text: {all: [hosting, database connection]}}\n"
+        "    set: {category: configuration}\n"
+        "  - name: typo\n"
+        "    when: {any_text: {all: [training]}}\n"
+        "    set: {category: trainig}\n"
+    )
+    found = problems(section)
+    assert len(found) == 1
+    assert "classification.rules[1].set.category: unknown category 'trainig'" in found[0]
+    assert "did you mean 'training'?" in found[0]
+
+
+def test_the_first_matching_category_wins_independently_of_severity() -> None:
+    rules = rules_with(
+        "rules:\n"
+        "  - name: down\n"
+        "    when: {any_text: {all: [site is down]}}\n"
+        "    set: {severity: L1}\n"
+        "  - name: hosting\n"
+        "    when: {any_text: {all: [database connection]}}\n"
+        "    set: {category: configuration}\n"
+        "  - name: bug\n"
+        "    when: {any_text: {all: [database]}}\n"
+        "    set: {category: bug}\n"
+    )
+    result = run(rules, "Help", "The site is down: database connection refused.")
+    assert (result.severity, result.category) == (Severity.L1, "configuration")
+    assert any("category configuration by rule 'hosting'" in hit for hit in result.hits)
+    assert run(rules, "Question", "How do I export orders?").category is None
