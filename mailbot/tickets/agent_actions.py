@@ -300,7 +300,7 @@ async def _execute(
     if assign is not None and assign.arg is not None:
         target = await assign_to(conn, rules, ticket, assign.arg)
         done.append(f"assigned to {target.agent or target.team}")
-        if target.agent != agent:
+        if target.agent != agent and not block.has(CommandKind.NOTE):  # a note tells them
             await notify_agents(
                 conn,
                 policy,
