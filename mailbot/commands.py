@@ -96,6 +96,7 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
             policy,
             clock.now(),
             TokenSigner(key) if key is not None else None,
+            raw,
         )
     finally:
         await close_database()

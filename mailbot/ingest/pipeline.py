@@ -32,6 +32,7 @@ from mailbot.domain import (
 )
 from mailbot.errors import DatabaseBusyError, ParseError
 from mailbot.ingest.autogen import classify_auto
+from mailbot.ingest.bounces import returned_message_ids
 from mailbot.ingest.correlate import Grace, clean_subject, correlate, find_token
 from mailbot.ingest.parse import parse_message
 from mailbot.ingest.quotes import new_text
@@ -44,6 +45,7 @@ from mailbot.sla.clocks import EventKind
 from mailbot.tickets.agent_actions import handle_internal
 from mailbot.tickets.assignment import assign_new_ticket
 from mailbot.tickets.clocks import record_event, store_sla
+from mailbot.tickets.limits import auto_reply_refusal, lift, suppress
 from mailbot.tickets.models import Ticket
 from mailbot.tickets.notices import notify_agents
 from mailbot.tickets.service import (
@@ -117,21 +119,25 @@ async def analyse(
     policy: Policy,
     now: datetime,
     signer: TokenSigner | None = None,
+    raw: bytes | None = None,
 ) -> Analysis:
     """Loop verdict, threading against the database (read only), the rules' decision, and
     whether it is an agent's answer (only with a ``signer``: tokens cannot be checked
-    without one)."""
+    without one). ``raw`` lets a bounce be threaded by the message it returns."""
     rules = policy.rules
     verdict_auto = classify_auto(
         parsed, own_addresses=policy.own_addresses, loop_marker=policy.marker
     )
     token = find_token(parsed.subject, rules.identity.ticket_prefix)
-    ids = (*parsed.in_reply_to, *parsed.references)
+    # A bounce returns our mail rather than answering it: the returned Message-IDs thread it.
+    returned = returned_message_ids(raw) if verdict_auto.bounce and raw is not None else ()
+    references = (*parsed.references, *returned)
+    ids = (*parsed.in_reply_to, *references)
     known, token_ticket = await thread_facts(conn, ids, token)
     sender = parsed.from_.key if parsed.from_ else None
     thread = correlate(
         in_reply_to=parsed.in_reply_to,
-        references=parsed.references,
+        references=references,
         subject=parsed.subject,
         sender=sender,
         auto_generated=verdict_auto.auto_generated,
@@ -254,7 +260,7 @@ class Intake:
                     None,
                     duplicate,
                 )
-            analysis = await analyse(conn, parsed, policy, now, self.signer)
+            analysis = await analyse(conn, parsed, policy, now, self.signer, raw)
             decision = analysis.decision
             if analysis.agent.internal or (
                 analysis.agent.role is MailRole.AGENT_DIRECT
@@ -279,7 +285,12 @@ class Intake:
             elif ticket_id is not None and applied.resumed:
                 await record_event(conn, policy.rules, ticket_id, EventKind.RESUMED, now)
             reply_kind = None
-            answer = answer_for(policy, analysis, ticket_id, now) if self.send_replies else None
+            refusal = await self._loop_guards(conn, analysis, ticket_id, now)
+            answer = (
+                answer_for(policy, analysis, ticket_id, now)
+                if self.send_replies and refusal is None
+                else None
+            )
             if answer is not None and decision.reply is not None:
                 await queue_outgoing(
                     conn,
@@ -292,13 +303,14 @@ class Intake:
             if applied.ticket is not None and not decision.auto.auto_generated:
                 await self._tell_agents(conn, applied.ticket, analysis, now)
         log.info(
-            "stored %s message-id %s ticket #%s action %s reply %s (%s)",
+            "stored %s message-id %s ticket #%s action %s reply %s (%s)%s",
             origin.label,
             parsed.message_id,
             ticket_id,
             decision.thread.action.value,
             reply_kind.value if reply_kind else "none",
             decision.thread.reason,
+            f"; no answer: {refusal}" if refusal else "",
         )
         return Outcome(
             Disposition.STORED,
@@ -308,6 +320,48 @@ class Intake:
             reply_kind,
             decision.thread.reason,
         )
+
+    async def _loop_guards(
+        self, conn: BaseDBAsyncClient, analysis: Analysis, ticket_id: int | None, now: datetime
+    ) -> str | None:
+        """Bounces suppress the addresses that failed (and tell the ticket's agents); mail
+        from a suppressed address lifts it; returns why the decided automatic answer must
+        not go (hard bounce, rate limit), or None."""
+        decision = analysis.decision
+        parsed = analysis.parsed
+        if decision.auto.bounce:
+            failed = decision.auto.failed_recipients
+            if failed:
+                await suppress(
+                    conn,
+                    failed,
+                    reason=f"bounce {parsed.message_id}: {decision.auto.reason}",
+                    now=now,
+                    ticket_id=ticket_id,
+                )
+            if ticket_id is not None and self.send_replies:
+                ticket = await Ticket.get(id=ticket_id, using_db=conn)
+                await notify_agents(
+                    conn,
+                    self.policy,
+                    self.signer,
+                    ticket,
+                    event="bounce",
+                    author=", ".join(failed) or (parsed.from_.email if parsed.from_ else ""),
+                    text=analysis.text,
+                    now=now,
+                )
+        elif (
+            not decision.auto.auto_generated
+            and parsed.from_ is not None
+            and decision.thread.by_reference
+        ):
+            # A person answered our mail from that address: it exists again. (A new message
+            # "from" it proves nothing: forged senders are what made it bounce.)
+            await lift(conn, parsed.from_.key)
+        if decision.reply is None:
+            return None
+        return await auto_reply_refusal(conn, self.policy.rules, decision.reply.to.email, now)
 
     async def _tell_agents(
         self, conn: BaseDBAsyncClient, ticket: Ticket, analysis: Analysis, now: datetime

@@ -336,6 +336,42 @@ class Templates(_Model):
         return tuple(dict.fromkeys(self[kind] for kind in ReplyKind))
 
 
+def window_seconds(text: str) -> int:
+    """``30m``, ``1h``, ``1h30``, ``2d`` -> seconds; ``ValueError`` otherwise."""
+    from mailbot.billing.durations import parse_duration  # here: an import cycle
+
+    value = text.strip()
+    if value.endswith("d") and value[:-1].strip().isdigit() and int(value[:-1]) > 0:
+        return int(value[:-1]) * 86400
+    return parse_duration(value) * 60
+
+
+class Window(_Model):
+    """At most ``count`` mails per ``per`` (a duration: 30m, 1h, 1d)."""
+
+    count: int = Field(ge=0, le=1_000_000)
+    per: str = "1h"
+
+    @field_validator("per")
+    @classmethod
+    def _per(cls, value: str) -> str:
+        window_seconds(value)
+        return value
+
+    @property
+    def seconds(self) -> int:
+        return window_seconds(self.per)
+
+
+class AutoReplyLimits(_Model):
+    """Storm brakes on automatic answers (acknowledgements, wiki redirects, explanations):
+    per recipient address and over all recipients, in a sliding window. An answer over a
+    limit is not queued; the message is stored and its ticket opened as usual."""
+
+    per_address: Window = Window(count=3, per="1h")
+    total: Window = Window(count=500, per="1h")
+
+
 class Rules(_Model):
     """The whole policy file."""
 
@@ -359,6 +395,7 @@ class Rules(_Model):
     accounts: dict[str, Account] = Field(default_factory=dict)
     billing: BillingSpec = BillingSpec()
     agent_mail: AgentMail = AgentMail()
+    auto_reply_limits: AutoReplyLimits = AutoReplyLimits()
 
     @field_validator("timezone")
     @classmethod

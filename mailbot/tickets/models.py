@@ -24,6 +24,9 @@ class Direction(enum.StrEnum):
 class MessageState(enum.StrEnum):
     STORED = "stored"
     QUARANTINED = "quarantined"
+    #: Quarantined, then let go by the operator (``mailbot quarantine release``): kept with
+    #: its raw bytes, not processed; the same mail fetched again is a duplicate of it.
+    RELEASED = "released"
 
 
 class OutboxStatus(enum.StrEnum):
@@ -142,12 +145,12 @@ class OutboxRow(Model):
     message_id: int
     kind = fields.CharField(max_length=32)
     mail_from = fields.CharField(max_length=320)
-    rcpt_to = fields.CharField(max_length=320)
+    rcpt_to = fields.CharField(max_length=320, db_index=True)
     status = fields.CharEnumField(OutboxStatus, max_length=16, default=OutboxStatus.QUEUED)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(db_index=True)
     claimed_at = fields.DatetimeField(null=True)
-    created_at = fields.DatetimeField()
+    created_at = fields.DatetimeField(db_index=True)
     sent_at = fields.DatetimeField(null=True)
     last_error = fields.TextField(null=True)
 
@@ -279,3 +282,19 @@ class AssignmentCursor(Model):
 
     class Meta:
         table = "assignment_cursor"
+
+
+class SuppressedAddress(Model):
+    """An address that hard-bounced: it gets no more automatic mail (agents' answers still
+    go, and fail visibly, so a human decides). A reply from it to our mail lifts the
+    suppression: the mailbox exists again. New mail merely claiming to be from it does not
+    (forged senders are how backscatter starts)."""
+
+    address = fields.CharField(max_length=320, primary_key=True)
+    reason = fields.TextField(default="")
+    since = fields.DatetimeField()
+    bounces = fields.IntField(default=1)
+    last_ticket = fields.IntField(null=True)
+
+    class Meta:
+        table = "suppressed_address"

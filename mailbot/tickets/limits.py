@@ -1,0 +1,104 @@
+"""Storm brakes: may an automatic answer go to this address now?
+
+Two checks, both against the outbox (the database is the record of what we sent):
+
+* **hard bounces**: an address a delivery report said failed permanently is suppressed
+  (``suppressed_address``) until a reply from it to our mail arrives;
+* **rate limits** (``auto_reply_limits`` in rules.yaml): at most N automatic answers per
+  recipient address, and M over all recipients, in a sliding window.
+
+Only answers to outsiders count (acknowledgements, wiki redirects): an agent's relayed answer
+is a person's mail, and notifications to agents are internal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from mailbot.rules.schema import Rules
+from mailbot.tickets.models import OutboxRow, SuppressedAddress
+
+log = logging.getLogger(__name__)
+
+#: Outbox kinds that are automatic answers to outsiders.
+AUTOMATIC_KINDS = ("ack", "wiki")
+
+
+async def auto_reply_refusal(
+    conn: BaseDBAsyncClient, rules: Rules, address: str, now: datetime
+) -> str | None:
+    """Why no automatic answer may go to ``address`` now, or None when it may."""
+    suppressed = await SuppressedAddress.filter(address=address.lower()).using_db(conn).first()
+    if suppressed is not None:
+        return (
+            f"{address} hard-bounced ({suppressed.bounces}x since "
+            f"{suppressed.since.isoformat(timespec='minutes')}): no automatic mail"
+        )
+    limits = rules.auto_reply_limits
+    per = limits.per_address
+    recent = (
+        await OutboxRow.filter(
+            rcpt_to=address,
+            kind__in=AUTOMATIC_KINDS,
+            created_at__gte=now - timedelta(seconds=per.seconds),
+        )
+        .using_db(conn)
+        .count()
+    )
+    if recent >= per.count:
+        return f"rate limit: {recent} automatic answers to {address} within {per.per}"
+    total = limits.total
+    overall = (
+        await OutboxRow.filter(
+            kind__in=AUTOMATIC_KINDS, created_at__gte=now - timedelta(seconds=total.seconds)
+        )
+        .using_db(conn)
+        .count()
+    )
+    if overall >= total.count:
+        return f"rate limit: {overall} automatic answers in all within {total.per}"
+    return None
+
+
+async def suppress(
+    conn: BaseDBAsyncClient,
+    addresses: Iterable[str],
+    *,
+    reason: str,
+    now: datetime,
+    ticket_id: int | None,
+) -> list[str]:
+    """Record hard bounces; returns the addresses newly suppressed."""
+    new: list[str] = []
+    for address in dict.fromkeys(a.strip().lower() for a in addresses if a.strip()):
+        row = await SuppressedAddress.filter(address=address).using_db(conn).first()
+        if row is None:
+            await SuppressedAddress.create(
+                using_db=conn,
+                address=address[:320],
+                reason=reason[:2000],
+                since=now,
+                last_ticket=ticket_id,
+            )
+            new.append(address)
+        else:
+            await SuppressedAddress.filter(address=address).using_db(conn).update(
+                bounces=row.bounces + 1, reason=reason[:2000], last_ticket=ticket_id
+            )
+    if new:
+        log.warning(
+            "ticket #%s: hard bounce, no more automatic mail to %s", ticket_id, ", ".join(new)
+        )
+    return new
+
+
+async def lift(conn: BaseDBAsyncClient, address: str) -> bool:
+    """Mail from a suppressed address arrived: it exists again."""
+    deleted = await SuppressedAddress.filter(address=address.lower()).using_db(conn).delete()
+    if deleted:
+        log.info("%s wrote to us: automatic mail to it is allowed again", address)
+    return bool(deleted)
