@@ -12,6 +12,7 @@ import signal
 from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from tortoise.transactions import in_transaction
 
 from mailbot.agents.secret_key import signer_for
 from mailbot.clock import Clock, SystemClock
@@ -23,9 +24,13 @@ from mailbot.policy import Policy, load_policy
 from mailbot.reminders import ReminderSweeper
 from mailbot.settings import Settings
 from mailbot.tickets.database import close_database, open_database
+from mailbot.tickets.models import OutboxRow, Ticket
+from mailbot.tickets.notices import notify_agents
 
 log = logging.getLogger(__name__)
 
+# Outbox kinds that go to customers: their final failure is reported to the ticket's agents.
+CUSTOMER_KINDS = ("ack", "wiki", "relay")
 # The outbox is swept at least this often, for retries whose backoff has run out.
 SWEEP_SECONDS = 30.0
 # Reminders: the scheduler wakes the sweep at the next due row; this is the safety net.
@@ -50,9 +55,28 @@ class Daemon:
         self.poller = MailboxPoller(
             imap, self.intake, settings, self.clock, on_stored=self._on_stored
         )
-        self.sender = OutboxSender(SmtpTransport(smtp), self.clock)
+        self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
         self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
         self.stop = asyncio.Event()
+
+    async def _undeliverable(self, row: OutboxRow, reason: str) -> None:
+        """A mail to a customer failed for good: the ticket's agents are told (recorded on
+        the ticket as that notification). Mail to agents that fails is only logged."""
+        if row.ticket_id is None or row.kind not in CUSTOMER_KINDS:
+            return
+        async with in_transaction() as conn:
+            ticket = await Ticket.get(id=row.ticket_id, using_db=conn)
+            await notify_agents(
+                conn,
+                self.policy,
+                self.intake.signer,
+                ticket,
+                event="undeliverable",
+                author=row.rcpt_to,
+                text=reason,
+                now=self.clock.now(),
+            )
+        self.wake_sender.set()
 
     def _on_stored(self) -> None:
         self.wake_sender.set()

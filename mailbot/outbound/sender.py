@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 import aiosmtplib
 from tortoise.transactions import in_transaction
@@ -106,13 +106,23 @@ class SmtpTransport:
         return response
 
 
+#: Called (outside the sender's transaction) when a row fails for good: the row and why.
+FailureHook = Callable[[OutboxRow, str], Awaitable[None]]
+
+
 class OutboxSender:
     def __init__(
-        self, transport: SmtpTransport, clock: Clock, *, retry: RetryPolicy | None = None
+        self,
+        transport: SmtpTransport,
+        clock: Clock,
+        *,
+        retry: RetryPolicy | None = None,
+        on_failed: FailureHook | None = None,
     ) -> None:
         self.transport = transport
         self.clock = clock
         self.retry = retry or RetryPolicy()
+        self.on_failed = on_failed
 
     async def requeue_stale(self) -> int:
         """Rows left in ``sending`` by a crashed sender go back to the queue."""
@@ -132,15 +142,41 @@ class OutboxSender:
         return bool(claimed)
 
     async def due_ids(self, limit: int = 100) -> list[int]:
-        ids = (
+        return [row_id for row_id, _ in await self._due(limit)]
+
+    async def _due(self, limit: int = 100) -> list[tuple[int, tuple[int, str] | None]]:
+        """Due rows (id, conversation), oldest first, each only when no older row to the same
+        recipient on the same ticket is still waiting: mail of one conversation goes out in
+        order, also after an outage in which their retries fell due in another order."""
+        rows = (
             await OutboxRow.filter(
                 status=OutboxStatus.QUEUED, next_attempt_at__lte=self.clock.now()
             )
             .order_by("id")
             .limit(limit)
-            .values_list("id", flat=True)
+            .values_list("id", "ticket_id", "rcpt_to")
         )
-        return cast(list[int], ids)
+        due_ids = {int(row_id) for row_id, _, _ in rows}
+        tickets = {ticket for _, ticket, _ in rows if ticket is not None}
+        # The oldest row of each conversation that waits but is not due now (a retry later,
+        # or being sent by another sender): nothing newer of that conversation may pass it.
+        blocker: dict[tuple[int, str], int] = {}
+        if tickets:
+            waiting = await OutboxRow.filter(
+                status__in=(OutboxStatus.QUEUED, OutboxStatus.SENDING), ticket_id__in=tickets
+            ).values_list("id", "ticket_id", "rcpt_to")
+            for row_id, ticket, rcpt in waiting:
+                if int(row_id) in due_ids:
+                    continue
+                key = (int(ticket), str(rcpt))
+                blocker[key] = min(blocker.get(key, row_id), row_id)
+        due: list[tuple[int, tuple[int, str] | None]] = []
+        for row_id, ticket, rcpt in rows:
+            key = None if ticket is None else (int(ticket), str(rcpt))
+            if key is not None and blocker.get(key, row_id + 1) < row_id:
+                continue
+            due.append((int(row_id), key))
+        return due
 
     async def next_due(self) -> datetime | None:
         row = (
@@ -154,7 +190,8 @@ class OutboxSender:
     async def run_once(self) -> int:
         """Send every due row; returns how many were sent. One connection for the batch."""
         await self.requeue_stale()
-        ids = await self.due_ids()
+        due = await self._due()
+        ids = [row_id for row_id, _ in due]
         if not ids:
             return 0
         sent = 0
@@ -170,12 +207,17 @@ class OutboxSender:
                 log.log(level, "SMTP %s unavailable: %s", self.transport.endpoint.redacted(), error)
                 await self._defer_all(ids, SmtpTransientError(str(error)))
                 return 0
-            for row_id in ids:
+            held: set[tuple[int, str]] = set()
+            for row_id, conversation in due:
                 if not smtp.is_connected:
                     # The server dropped us: the rest stay queued and due for the next drain.
                     break
+                if conversation is not None and conversation in held:
+                    continue  # an earlier mail of this conversation is waiting again
                 if await self._send_row(smtp, row_id):
                     sent += 1
+                elif conversation is not None:
+                    held.add(conversation)
         finally:
             if smtp.is_connected:
                 try:
@@ -228,9 +270,9 @@ class OutboxSender:
         attempts = row.attempts + 1
         permanent = isinstance(error, SmtpPermanentError)
         expired = now - row.created_at > self.retry.give_up_after
+        reason = str(error) if permanent else f"gave up after {attempts} attempts: {error}"
         async with in_transaction() as conn:
             if permanent or expired:
-                reason = str(error) if permanent else f"gave up after {attempts} attempts: {error}"
                 await (
                     OutboxRow.filter(id=row.id)
                     .using_db(conn)
@@ -243,18 +285,25 @@ class OutboxSender:
                     row.rcpt_to,
                     reason,
                 )
-                return
-            retry_at = now + self.retry.delay(attempts)
-            await (
-                OutboxRow.filter(id=row.id)
-                .using_db(conn)
-                .update(
-                    status=OutboxStatus.QUEUED,
-                    attempts=attempts,
-                    last_error=str(error),
-                    next_attempt_at=retry_at,
+            else:
+                retry_at = now + self.retry.delay(attempts)
+                await (
+                    OutboxRow.filter(id=row.id)
+                    .using_db(conn)
+                    .update(
+                        status=OutboxStatus.QUEUED,
+                        attempts=attempts,
+                        last_error=str(error),
+                        next_attempt_at=retry_at,
+                    )
                 )
-            )
+        if permanent or expired:
+            if self.on_failed is not None:
+                try:
+                    await self.on_failed(row, reason)
+                except Exception:  # the report must not stop the drain; the row is failed
+                    log.exception("outbox row %d: reporting the failure failed", row.id)
+            return
         log.warning(
             "outbox row %d ticket #%s to %s deferred (attempt %d, retry at %s): %s",
             row.id,

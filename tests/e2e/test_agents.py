@@ -652,3 +652,19 @@ async def test_a_category_rule_routes_the_ticket_and_free_time_costs_nothing(
     await daemon.run_once()
     other = await Ticket.get(customer="kund@example.org")
     assert (other.category, other.assignee) == ("bug", "dora")
+
+
+async def test_an_undeliverable_answer_is_reported_to_the_tickets_agent(
+    imap_server: Any, smtp_sink: Any, agent_rules: Path, agent_policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, agent_rules, database)
+    daemon = Daemon(settings, agent_policy, FixedClock(MONDAY_10))
+    _, raw = mail("Typo <reject@shop.example>", "Hjälp", "Kassan fungerar inte.")
+    await append(imap_server, raw)
+    await daemon.run_once()
+    ticket = await Ticket.get(customer="reject@shop.example")
+    assert ticket.assignee is not None
+    address = agent_policy.rules.agents[ticket.assignee].addresses[0]
+    notes = [plain(m) for m in sent_to(smtp_sink, address)]
+    assert len(notes) == 2  # the new ticket, then the failed acknowledgement
+    assert "could not be delivered" in notes[1] and "550" in notes[1]

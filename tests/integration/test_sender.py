@@ -11,13 +11,13 @@ from mailbot.domain import Address
 from mailbot.endpoints import Security, parse_endpoint
 from mailbot.outbound.compose import compose, loop_marker
 from mailbot.outbound.sender import OutboxSender, RetryPolicy, SmtpTransport
-from mailbot.tickets.models import OutboxRow, OutboxStatus
+from mailbot.tickets.models import OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.service import queue_outgoing
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-async def queue(rcpt: str, clock: FixedClock, n: int = 0) -> int:
+async def queue(rcpt: str, clock: FixedClock, n: int = 0, ticket_id: int | None = None) -> int:
     out = compose(
         sender=Address("support@example.com", "Support"),
         to=Address(rcpt),
@@ -32,7 +32,7 @@ async def queue(rcpt: str, clock: FixedClock, n: int = 0) -> int:
         ticket_ref="#1",
         language="en",
     )
-    return await queue_outgoing(None, ticket_id=None, kind="ack", out=out, now=clock.now())
+    return await queue_outgoing(None, ticket_id=ticket_id, kind="ack", out=out, now=clock.now())
 
 
 def sender_for(sink: SmtpSink, clock: FixedClock, url: str | None = None) -> OutboxSender:
@@ -162,3 +162,100 @@ async def test_internationalised_address_is_sent_with_smtputf8(database: str) ->
         assert await sender_for(sink, clock).run_once() == 1
         assert sink.messages[0].rcpt_tos == ("jdöe@mächine.example",)
         assert "jdöe@mächine.example".encode() in sink.messages[0].raw
+
+
+async def _ticket(customer: str) -> int:
+    ticket = await Ticket.create(
+        plan="core",
+        customer=customer,
+        language="en",
+        subject="test",
+        created_at=T0,
+        updated_at=T0,
+    )
+    return ticket.id
+
+
+def _subjects(sink: SmtpSink, rcpt: str) -> list[str]:
+    found = []
+    for message in sink.messages:
+        if message.rcpt_tos == (rcpt,):
+            head = message.raw.split(b"\r\n\r\n", 1)[0].decode()
+            found += [line[9:] for line in head.split("\r\n") if line.startswith("Subject: ")]
+    return found
+
+
+async def test_a_deferred_mail_holds_back_the_later_ones_of_its_conversation(
+    database: str,
+) -> None:
+    clock = FixedClock(T0)
+    ticket = await _ticket("anna@shop.example")
+    async with running_smtp_sink() as sink:
+        for n in range(3):
+            await queue("anna@shop.example", clock, n, ticket_id=ticket)
+        await queue("bo@shop.example", clock, 9, ticket_id=ticket)  # another conversation
+        sink.fail_next_data(1, 451)
+        sender = sender_for(sink, clock)
+        assert await sender.run_once() == 1  # only bo's: anna's first waits, so do the rest
+        assert _subjects(sink, "anna@shop.example") == []
+        clock.set(T0 + timedelta(hours=1))
+        assert await sender.run_once() == 3
+        assert _subjects(sink, "anna@shop.example") == [
+            "Re: test 0 [#1]",
+            "Re: test 1 [#1]",
+            "Re: test 2 [#1]",
+        ]
+
+
+async def test_an_hour_long_outage_delivers_everything_afterwards_in_order(
+    database: str, unused_tcp_port: int
+) -> None:
+    clock = FixedClock(T0)
+    tickets = [await _ticket(f"c{i}@shop.example") for i in range(3)]
+    for n in range(4):
+        for i, ticket in enumerate(tickets):
+            await queue(f"c{i}@shop.example", clock, n, ticket_id=ticket)
+    down = sender_for(
+        SmtpSink(host="127.0.0.1", port=unused_tcp_port),
+        clock,
+        f"smtp+plain://127.0.0.1:{unused_tcp_port}",
+    )
+    tries = 0
+    while clock.now() < T0 + timedelta(hours=1):
+        assert await down.run_once() == 0
+        tries += 1
+        clock.set(clock.now() + timedelta(minutes=5))
+    rows = await OutboxRow.all().order_by("id")
+    assert all(r.status is OutboxStatus.QUEUED and r.attempts >= 1 for r in rows), tries
+    # c0's first mail happens to be due last (jittered backoff can do that): its later
+    # mails, though due, must not overtake it.
+    recovered = T0 + timedelta(hours=3)
+    await OutboxRow.filter(rcpt_to="c0@shop.example").update(next_attempt_at=recovered)
+    first_of_c0 = min(r.id for r in rows if r.rcpt_to == "c0@shop.example")
+    await OutboxRow.filter(id=first_of_c0).update(next_attempt_at=recovered + timedelta(minutes=10))
+    await OutboxRow.filter(rcpt_to__in=["c1@shop.example", "c2@shop.example"]).update(
+        next_attempt_at=recovered
+    )
+    clock.set(recovered)
+    async with running_smtp_sink() as sink:
+        sender = sender_for(sink, clock)
+        assert await sender.run_once() == 8
+        assert _subjects(sink, "c0@shop.example") == []
+        clock.set(recovered + timedelta(minutes=10))
+        assert await sender.run_once() == 4
+        for i in range(3):
+            assert _subjects(sink, f"c{i}@shop.example") == [f"Re: test {n} [#1]" for n in range(4)]
+
+
+async def test_a_final_failure_is_reported(database: str) -> None:
+    clock = FixedClock(T0)
+    reports: list[tuple[int, str]] = []
+
+    async def report(row: OutboxRow, reason: str) -> None:
+        reports.append((row.id, reason))
+
+    async with running_smtp_sink() as sink:
+        row_id = await queue("reject@shop.example", clock)
+        sender = OutboxSender(SmtpTransport(sink.endpoint(), timeout=10), clock, on_failed=report)
+        await sender.run_once()
+    assert len(reports) == 1 and reports[0][0] == row_id and "550" in reports[0][1]
