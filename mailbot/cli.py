@@ -72,9 +72,77 @@ def _parser() -> argparse.ArgumentParser:
     balance = bank_sub.add_parser("balance", help="the balance of one account, now")
     balance.add_argument("account")
 
-    quarantine = sub.add_parser("quarantine", help="list quarantined messages, or retry them")
-    quarantine.add_argument("--retry", type=int, action="append", default=[], metavar="ID")
-    quarantine.add_argument("--retry-all", action="store_true")
+    quarantine = sub.add_parser(
+        "quarantine",
+        help="mail intake could not take: list, show, retry or release it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Mail that intake cannot take (unparseable, or a failure of ours) is stored with its exact
+bytes and quarantined; nothing is dropped. Without a subcommand: list.
+
+  mailbot quarantine list [--json] [--released]
+  mailbot quarantine show ID [--raw]       (--raw > ID.eml: the exact stored bytes)
+  mailbot quarantine retry ID [ID ...] | --all
+  mailbot quarantine release ID [ID ...] [--reason TEXT]
+
+retry runs the stored bytes through intake again: the message is stored (on a ticket),
+is a duplicate, or is quarantined again under a new id. The old entry is removed only
+after that. Exit 0 when every message was retried (even if quarantined again), 1 when a
+named one has no bytes to retry (too big: left on the IMAP server), 2 for an unknown id.
+
+release lets messages go unprocessed (spam, garbage): they leave the list but stay
+stored, raw bytes and all, in state "released" (list --released), with "released:
+REASON" added to their error. Their content and Message-ID stay known, so the same mail
+fetched or imported again is a duplicate and is not processed. retry ID still takes a
+released message: that is how a release is undone.
+
+--retry ID and --retry-all are deprecated aliases of retry ID and retry --all.""",
+    )
+    quarantine.add_argument(
+        "--retry",
+        type=int,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="deprecated: use `quarantine retry ID`",
+    )
+    quarantine.add_argument(
+        "--retry-all", action="store_true", help="deprecated: use `quarantine retry --all`"
+    )
+    q_sub = quarantine.add_subparsers(
+        dest="quarantine_command", metavar="{list,show,retry,release}"
+    )
+    q_list = q_sub.add_parser("list", help="quarantined messages, oldest first (the default)")
+    q_list.add_argument("--json", action="store_true", help="a JSON list of objects")
+    q_list.add_argument("--released", action="store_true", help="released messages instead")
+    q_show = q_sub.add_parser("show", help="one message: headers, size, source, full reason")
+    q_show.add_argument("id", type=int, metavar="ID", help="an id from list (or list --released)")
+    q_show.add_argument(
+        "--raw", action="store_true", help="write the exact stored bytes (to save as .eml)"
+    )
+    q_retry = q_sub.add_parser(
+        "retry",
+        help="run the stored bytes through intake again",
+        usage="%(prog)s [-h] (ID [ID ...] | --all)",
+        description="Run the stored bytes through intake again; the old entry goes only after"
+        " the message is stored, found a duplicate or quarantined again (under a new id)."
+        " A released message can be retried by its id: that undoes the release.",
+    )
+    q_targets = q_retry.add_mutually_exclusive_group(required=True)
+    q_targets.add_argument(
+        "ids", nargs="*", type=int, default=[], metavar="ID", help="ids from quarantine list"
+    )
+    q_targets.add_argument("--all", action="store_true", help="every quarantined message")
+    q_release = q_sub.add_parser(
+        "release",
+        help="let messages go unprocessed; they stay stored (a refetch is a duplicate)",
+        description="Let quarantined messages go unprocessed (spam, garbage). They leave the"
+        " list but stay stored with their raw bytes, in state released (see list --released),"
+        " the reason added to their error. The same mail fetched or imported again is a"
+        " duplicate of a released one and is not processed; retry ID takes it back.",
+    )
+    q_release.add_argument("ids", nargs="+", type=int, metavar="ID", help="ids from list")
+    q_release.add_argument("--reason", metavar="TEXT", help="why (kept with the message)")
     return parser
 
 
@@ -144,7 +212,27 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await commands.timebank_topup(settings, args.account, args.amount, args.note)
         return await commands.timebank_balance(settings, args.account)
     if args.command == "quarantine":
-        return await commands.quarantine(settings, retry=args.retry, retry_all=args.retry_all)
+        action = args.quarantine_command
+        if args.retry or args.retry_all:
+            if action is not None:
+                raise ConfigError("quarantine: --retry and --retry-all take no subcommand")
+            print(
+                "mailbot: `quarantine --retry ID` and `--retry-all` are deprecated:"
+                " use `quarantine retry ID` and `quarantine retry --all`",
+                file=sys.stderr,
+            )
+            return await commands.quarantine(settings, retry=args.retry, retry_all=args.retry_all)
+        if action == "show":
+            return await commands.quarantine_show(settings, args.id, raw=args.raw)
+        if action == "retry":
+            return await commands.quarantine_retry(settings, args.ids, retry_all=args.all)
+        if action == "release":
+            return await commands.quarantine_release(settings, args.ids, reason=args.reason)
+        return await commands.quarantine_list(
+            settings,
+            as_json=getattr(args, "json", False),
+            released=getattr(args, "released", False),
+        )
     raise AssertionError(args.command)
 
 

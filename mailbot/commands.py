@@ -303,37 +303,10 @@ async def tickets(
 
 
 async def quarantine(settings: Settings, *, retry: list[int], retry_all: bool) -> int:
-    policy = load_policy(settings.rules_path, settings.templates_dir)
-    await open_database(settings.db_url)
-    try:
-        entries = await list_quarantine()
-        targets = [e.id for e in entries] if retry_all else retry
-        if not targets:
-            for entry in entries:
-                _out(f"{entry.id:>6}  {entry.size:>9} B  {entry.source}  {entry.error}")
-            if not entries:
-                _out("quarantine is empty")
-            return 0
-        intake = Intake(policy, SystemClock(), signer=signer_for(settings))
-        for row_id in targets:
-            row = await Message.filter(id=row_id, state=MessageState.QUARANTINED).first()
-            if row is None:
-                raise ConfigError(f"no quarantined message with id {row_id}")
-            if not row.raw_bytes:
-                _out(f"{row_id}: nothing stored to retry ({row.error})")
-                continue
-            # Never lose it: step the old row aside, store anew, and only then delete the old
-            # row. A crash in between leaves both, and the next retry sees a duplicate.
-            if not row.content_hash.startswith("retrying:"):
-                row.content_hash = f"retrying:{row.content_hash}"
-                row.message_id = None
-                await row.save(update_fields=["content_hash", "message_id"])
-            outcome = await intake.accept(row.raw_bytes, Origin(label=f"retry:{row.source}"))
-            await row.delete()
-            _out(f"{row_id}: {outcome.disposition.value} ({outcome.reason})")
-    finally:
-        await close_database()
-    return 0
+    """The deprecated ``quarantine [--retry ID | --retry-all]``: ``list``, or ``retry``."""
+    if not retry and not retry_all:
+        return await quarantine_list(settings, as_json=False, released=False)
+    return await quarantine_retry(settings, retry, retry_all=retry_all)
 
 
 async def report(
@@ -438,4 +411,204 @@ async def timebank_balance(settings: Settings, account: str) -> int:
         _out(f"{account}: no time bank (all chargeable time is billed as overage)")
     else:
         _out(f"{account}: {format_minutes(balance)} left")
+    return 0
+
+
+# mailbot quarantine list | show | retry | release
+
+_QUARANTINE_STATES = (MessageState.QUARANTINED, MessageState.RELEASED)
+
+
+async def quarantine_list(settings: Settings, *, as_json: bool, released: bool) -> int:
+    from mailbot.cli import dump_json
+    from mailbot.tickets.queries import printable
+
+    await _open_for_reading(settings)
+    try:
+        entries = await list_quarantine(released=released)
+    finally:
+        await close_database()
+    if as_json:
+        _out(dump_json([entry.as_json() for entry in entries]))
+        return 0
+    for entry in entries:
+        _out(
+            f"{entry.id:>6}  {entry.received_at.isoformat(timespec='seconds')}  "
+            f"{entry.size:>9} B  {printable(entry.source)}  {entry.shown_message_id or '-'}  "
+            f"{entry.reason_line}"
+        )
+    if not entries:
+        _out("no released messages" if released else "quarantine is empty")
+    return 0
+
+
+async def quarantine_show(settings: Settings, row_id: int, *, raw: bool) -> int:
+    from mailbot.tickets.queries import (
+        QUARANTINE_HEADERS,
+        printable,
+        quarantine_entry,
+        quarantine_raw,
+    )
+
+    await _open_for_reading(settings)
+    try:
+        data = await quarantine_raw(row_id) if raw else None
+        entry = None if raw else await quarantine_entry(row_id)
+    finally:
+        await close_database()
+    if data is None and entry is None:
+        raise ConfigError(f"no quarantined or released message with id {row_id}")
+    if data is not None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        if not data:
+            print(f"mailbot: message {row_id}: no bytes were stored", file=sys.stderr)
+        return 0
+    assert entry is not None
+    _out(f"id:          {entry.id}")
+    _out(f"state:       {entry.state}")
+    _out(f"received:    {entry.received_at.isoformat()}")
+    _out(f"size:        {entry.size} B{'' if entry.size else ' (no bytes were stored)'}")
+    _out(f"source:      {printable(entry.source)}")
+    for name in QUARANTINE_HEADERS:
+        value = entry.header(name)
+        if name == "Message-ID" and value is None and entry.message_id:
+            value = printable(entry.message_id)
+        _out(f"{name + ':':<12} {value or '-'}")
+    reason = printable(entry.error.replace("\r\n", "\n").strip()) or "-"
+    _out("reason:      " + reason.replace("\n", "\n             "))
+    return 0
+
+
+async def _quarantine_targets(ids: list[int]) -> list[int]:
+    """``ids`` without repeats; a ConfigError (exit 2) before anything is done if one is not
+    a quarantined or released message."""
+    targets = list(dict.fromkeys(ids))
+    rows = await Message.filter(id__in=targets, state__in=_QUARANTINE_STATES).values("id")
+    found = {int(row["id"]) for row in rows}
+    unknown = [str(row_id) for row_id in targets if row_id not in found]
+    if unknown:
+        raise ConfigError(
+            f"no quarantined or released message with id {', '.join(unknown)}"
+            " (see `mailbot quarantine list`)"
+        )
+    return targets
+
+
+async def quarantine_retry(settings: Settings, ids: list[int], *, retry_all: bool) -> int:
+    """Run stored bytes through intake again: every quarantined message, or the ``ids``
+    (released ones too: retrying one is how a release is undone).
+
+    0 when each was retried, whatever became of it; 1 when a named message has no bytes
+    to retry (too big to download: it is still on the IMAP server).
+    """
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    prefix = policy.rules.identity.ticket_prefix
+    await open_database(settings.db_url)
+    not_retried = 0
+    try:
+        if retry_all:
+            rows = await Message.filter(state=MessageState.QUARANTINED).order_by("id").values("id")
+            targets = [int(row["id"]) for row in rows]
+        else:
+            targets = await _quarantine_targets(ids)
+        if not targets:
+            _out("quarantine is empty")
+            return 0
+        intake = Intake(policy, SystemClock(), signer=signer_for(settings))
+        for row_id in targets:
+            row = await Message.filter(id=row_id, state__in=_QUARANTINE_STATES).first()
+            if row is None:
+                _out(f"{row_id}: no longer quarantined (retried or released meanwhile)")
+                continue
+            if not row.raw_bytes:
+                _out(f"{row_id}: not retried, no bytes were stored: {_one_line(row.error or '')}")
+                not_retried += 0 if retry_all else 1
+                continue
+            # Never lose it: step the old row aside, store anew, and only then delete the old
+            # row. A crash in between leaves both, and the next retry sees a duplicate.
+            if not row.content_hash.startswith("retrying:"):
+                row.content_hash = f"retrying:{row.content_hash}"
+                row.message_id = None
+                await row.save(update_fields=["content_hash", "message_id"])
+            outcome = await intake.accept(row.raw_bytes, Origin(label=f"retry:{row.source}"))
+            await row.delete()
+            reason = _one_line(outcome.reason)
+            if outcome.disposition is Disposition.STORED:
+                ticket = outcome.ticket_id
+                where = f" on {ticket_ref(prefix, ticket)}" if ticket is not None else ""
+                _out(f"{row_id}: stored{where} ({outcome.action.value}: {reason})")
+            elif outcome.disposition is Disposition.QUARANTINED:
+                again = await _requarantined_id(row.raw_bytes)
+                as_id = f" as id {again}" if again is not None else ""
+                _out(f"{row_id}: quarantined again{as_id}: {reason}")
+            else:
+                _out(f"{row_id}: duplicate, removed from the quarantine ({reason})")
+    finally:
+        await close_database()
+    return 1 if not_retried else 0
+
+
+def _one_line(text: str) -> str:
+    from mailbot.tickets.queries import one_line
+
+    return one_line(text) or "-"
+
+
+async def _requarantined_id(raw: bytes) -> int | None:
+    """The id a retry quarantined these bytes under (the old id is gone)."""
+    from mailbot.tickets.service import sha256_hex
+
+    rows = (
+        await Message.filter(content_hash=sha256_hex(raw), state=MessageState.QUARANTINED)
+        .order_by("-id")
+        .limit(1)
+        .values("id")
+    )
+    return int(rows[0]["id"]) if rows else None
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (ImportError, KeyError, OSError):
+        return "unknown"
+
+
+async def quarantine_release(settings: Settings, ids: list[int], *, reason: str | None) -> int:
+    """Let quarantined messages go unprocessed. They stay stored (raw bytes kept) in state
+    ``released``; ``error`` gets "; released: <reason> (by <user>, <time>)"."""
+    why = " ".join((reason or "").split()) or "no reason given"
+    now = SystemClock().now().isoformat(timespec="seconds")
+    note = f"released: {why} (by {_operator()}, {now})"
+    await open_database(settings.db_url)
+    try:
+        for row_id in await _quarantine_targets(ids):
+            rows = await Message.filter(id=row_id).values("state", "error", "content_hash")
+            if not rows:
+                _out(f"{row_id}: no longer quarantined (retried meanwhile)")
+                continue
+            row = rows[0]
+            if row["state"] == MessageState.RELEASED:
+                _out(f"{row_id}: already released")
+                continue
+            changes: dict[str, object] = {
+                "state": MessageState.RELEASED,
+                "error": f"{row['error']}; {note}" if row["error"] else note,
+            }
+            # A retry that crashed left the hash stepped aside: a released message's content
+            # must be known again, so the same mail fetched again is a duplicate.
+            content_hash = str(row["content_hash"])
+            if content_hash.startswith("retrying:"):
+                changes["content_hash"] = content_hash.removeprefix("retrying:")
+            updated = await Message.filter(id=row_id, state=MessageState.QUARANTINED).update(
+                **changes
+            )
+            gone = "no longer quarantined (retried meanwhile)"
+            _out(f"{row_id}: {'released' if updated else gone}")
+    finally:
+        await close_database()
     return 0

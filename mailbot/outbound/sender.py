@@ -168,14 +168,14 @@ class OutboxSender:
             for row_id, ticket, rcpt in waiting:
                 if int(row_id) in due_ids:
                     continue
-                key = (int(ticket), str(rcpt))
-                blocker[key] = min(blocker.get(key, row_id), row_id)
+                waiting_key = (int(ticket), str(rcpt))
+                blocker[waiting_key] = min(blocker.get(waiting_key, row_id), row_id)
         due: list[tuple[int, tuple[int, str] | None]] = []
         for row_id, ticket, rcpt in rows:
-            key = None if ticket is None else (int(ticket), str(rcpt))
-            if key is not None and blocker.get(key, row_id + 1) < row_id:
+            conversation = None if ticket is None else (int(ticket), str(rcpt))
+            if conversation is not None and blocker.get(conversation, row_id + 1) < row_id:
                 continue
-            due.append((int(row_id), key))
+            due.append((int(row_id), conversation))
         return due
 
     async def next_due(self) -> datetime | None:

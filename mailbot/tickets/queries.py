@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import decode_header, make_header
+from email.parser import HeaderParser
+from email.policy import compat32
 
 from mailbot.domain import TicketStatus
 from mailbot.ingest.correlate import ticket_ref
@@ -15,6 +20,8 @@ from mailbot.tickets.models import (
     Ticket,
     TicketClock,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,26 +199,150 @@ async def list_tickets(
     return result
 
 
+#: The headers ``quarantine show`` prints (and ``list`` takes From from), in this order.
+QUARANTINE_HEADERS = ("From", "To", "Subject", "Date", "Message-ID")
+#: Only this much of a quarantined message is searched for its header block.
+_HEADER_SCAN_BYTES = 64 * 1024
+_MAX_HEADER_CHARS = 2000
+_REASON_LINE_CHARS = 200
+# Control characters (and bidi overrides) a terminal would act on: shown as escapes instead.
+_UNSAFE_CHARS = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (but tab and newline) escaped."""
+    return _UNSAFE_CHARS.sub(_escape_char, text)
+
+
+def one_line(text: str, limit: int = _REASON_LINE_CHARS) -> str:
+    """White space runs (newlines too) as one space, escaped, cut to ``limit`` characters."""
+    line = printable(" ".join(text.split()))
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _header_block(raw: bytes) -> bytes:
+    head = raw[:_HEADER_SCAN_BYTES]
+    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    return head[: min(ends)] if ends else head
+
+
+def _line_text(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def _decoded(value: str) -> str:
+    try:
+        text = str(make_header(decode_header(value)))
+    except Exception:  # an undecodable encoded word: show the header as it is
+        log.debug("header value kept undecoded: %r", value[:200], exc_info=True)
+        text = value
+    return one_line(text, _MAX_HEADER_CHARS)
+
+
+def read_headers(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """The :data:`QUARANTINE_HEADERS` present in ``raw``, read leniently; never raises.
+
+    Best effort for mail the intake could not take: only the standard library, each line
+    read as UTF-8 (else Latin-1), RFC 2047 words decoded where they can be (else shown as
+    they are), values unfolded onto one line with control characters escaped.
+    """
+    text = "\n".join(_line_text(line) for line in _header_block(raw).split(b"\n"))
+    try:
+        parsed = HeaderParser(policy=compat32).parsestr(text, headersonly=True)
+        values = [(name, parsed.get(name)) for name in QUARANTINE_HEADERS]
+    except Exception:  # the stdlib parser is lenient; this is a last resort
+        log.debug("headers of a quarantined message not read", exc_info=True)
+        return ()
+    return tuple((name, _decoded(str(value))) for name, value in values if value is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineEntry:
+    """A quarantined message (or, with ``state`` "released", one the operator let go)."""
+
     id: int
     source: str
     message_id: str | None
     size: int
     error: str
     received_at: datetime
+    state: str = MessageState.QUARANTINED.value
+    #: :data:`QUARANTINE_HEADERS` read leniently from the stored bytes (see read_headers).
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+    @property
+    def from_(self) -> str | None:
+        return self.header("From")
+
+    @property
+    def shown_message_id(self) -> str | None:
+        """The stored Message-ID, else the header's (unparseable mail has none stored)."""
+        return printable(self.message_id) if self.message_id else self.header("Message-ID")
+
+    @property
+    def reason_line(self) -> str:
+        return one_line(self.error) or "-"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "received": self.received_at.isoformat(),
+            "size": self.size,
+            "source": self.source,
+            "message_id": self.message_id or self.header("Message-ID"),
+            "from": self.from_,
+            "reason": self.error,
+        }
 
 
-async def list_quarantine() -> list[QuarantineEntry]:
-    rows = await Message.filter(state=MessageState.QUARANTINED).order_by("id")
-    return [
-        QuarantineEntry(
-            id=row.id,
-            source=row.source,
-            message_id=row.message_id,
-            size=len(row.raw_bytes),
-            error=row.error or "",
-            received_at=row.received_at,
-        )
-        for row in rows
-    ]
+def _entry(row: Message) -> QuarantineEntry:
+    return QuarantineEntry(
+        id=row.id,
+        source=row.source,
+        message_id=row.message_id,
+        size=len(row.raw_bytes),
+        error=row.error or "",
+        received_at=row.received_at,
+        state=MessageState(row.state).value,
+        headers=read_headers(row.raw_bytes),
+    )
+
+
+async def list_quarantine(*, released: bool = False) -> list[QuarantineEntry]:
+    """The quarantined messages, oldest first; with ``released``, the released ones instead."""
+    state = MessageState.RELEASED if released else MessageState.QUARANTINED
+    rows = await Message.filter(state=state).order_by("id")
+    return [_entry(row) for row in rows]
+
+
+_QUARANTINE_STATES = (MessageState.QUARANTINED, MessageState.RELEASED)
+
+
+async def quarantine_entry(row_id: int) -> QuarantineEntry | None:
+    """One quarantined or released message, or None if there is no such row."""
+    row = await Message.filter(id=row_id, state__in=_QUARANTINE_STATES).first()
+    return _entry(row) if row is not None else None
+
+
+async def quarantine_raw(row_id: int) -> bytes | None:
+    """The exact stored bytes of a quarantined or released message (None: no such row)."""
+    rows = (
+        await Message.filter(id=row_id, state__in=_QUARANTINE_STATES)
+        .limit(1)
+        .values_list("raw_bytes", flat=True)
+    )
+    return bytes(rows[0]) if rows else None
