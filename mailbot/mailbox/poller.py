@@ -51,6 +51,31 @@ def chunks(items: Sequence[int], size: int) -> list[list[int]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+_CANNOT_WRITE = (
+    "readonly database",
+    "read-only",
+    "database or disk is full",
+    "disk i/o error",
+    "no space left",
+    "disk full",
+    "could not extend file",
+)
+
+
+def cannot_write(exc: BaseException) -> bool:
+    """Whether an error (or its cause) says the database refuses every write (read-only
+    file system, disk full), as opposed to a busy lock that the next try may get past."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        text = str(seen).lower()
+        if any(marker in text for marker in _CANNOT_WRITE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class MailboxPoller:
     def __init__(
         self,
@@ -212,7 +237,17 @@ class MailboxPoller:
             ) as exc:
                 # Database trouble outside a message (checkpoint, batch commit): nothing was
                 # acknowledged, so reconnecting and fetching again loses nothing.
-                log.warning("%s: %s (reconnecting in %.1f s)", self.label, exc, delay)
+                if cannot_write(exc):
+                    log.error(
+                        "%s: THE DATABASE CANNOT WRITE (%s): no mail is acknowledged on the "
+                        "server until it can; everything stays in the mailbox (retrying in "
+                        "%.1f s)",
+                        self.label,
+                        exc,
+                        delay,
+                    )
+                else:
+                    log.warning("%s: %s (reconnecting in %.1f s)", self.label, exc, delay)
             finally:
                 if session is not None:
                     await session.close()

@@ -14,6 +14,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tortoise.transactions import in_transaction
 
 from mailbot.clock import SystemClock
@@ -358,3 +359,38 @@ async def test_daemon_reconnects_after_the_connection_is_cut(
             await asyncio.wait_for(task, timeout=30)
         assert proxy.connections >= 2
     assert await Ticket.all().count() == 2
+
+
+async def test_a_database_that_cannot_write_acknowledges_nothing_and_loses_nothing(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    if not database.startswith("sqlite"):
+        pytest.skip("read-only is simulated with SQLite's query_only pragma")
+    from tortoise import connections
+
+    from mailbot.errors import DatabaseBusyError
+    from mailbot.mailbox.poller import cannot_write
+
+    settings = make_settings(imap_server, smtp_sink, rules_file, database)
+    daemon = Daemon(settings, policy)
+    await daemon.run_once()  # the mailbox's checkpoint exists: the failure is the message's
+    _, raw = mail("Anna <anna@butiken.se>", "Kassan", "Kassan fungerar inte.")
+    await append(imap_server, raw)
+    connection = connections.get("default")
+    await connection.execute_script("PRAGMA query_only = ON")
+    try:
+        with pytest.raises(DatabaseBusyError) as refused:
+            await daemon.run_once()
+        assert cannot_write(refused.value)
+    finally:
+        await connection.execute_script("PRAGMA query_only = OFF")
+    endpoint = settings.imap
+    assert endpoint is not None
+    session = await ImapSession.open(endpoint)
+    try:
+        assert await session.search(f"KEYWORD {DONE_KEYWORD}") == []  # nothing acknowledged
+    finally:
+        await session.close()
+    assert await Ticket.all().count() == 0 and smtp_sink.messages == []
+    report = await daemon.run_once()  # the database writes again: the mail is still there
+    assert report.ingested[Disposition.STORED] == 1 and report.sent == 1
