@@ -51,6 +51,15 @@ class ImapTransientError(TransientError):
     """IMAP connection trouble: reconnect and retry."""
 
 
+class ImapThrottledError(ImapTransientError):
+    """The server asks us to slow down ([UNAVAILABLE], [LIMIT], "too many connections"):
+    wait at least ``retry_after`` seconds before the next try."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ImapPermanentError(PermanentError):
     """IMAP refused us for good (authentication, missing mailbox): tell the operator."""
 

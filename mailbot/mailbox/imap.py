@@ -42,7 +42,12 @@ from typing import Any, TypeVar
 import aioimaplib
 
 from mailbot.endpoints import Endpoint, Security
-from mailbot.errors import ImapPermanentError, ImapTransientError, TlsRequiredError
+from mailbot.errors import (
+    ImapPermanentError,
+    ImapThrottledError,
+    ImapTransientError,
+    TlsRequiredError,
+)
 from mailbot.mailbox.imap_wire import (
     _as_bytes,
     _as_int,
@@ -53,6 +58,7 @@ from mailbot.mailbox.imap_wire import (
     _parse_search,
     _quote,
     _text,
+    throttle_delay,
 )
 from mailbot.mailbox.imap_wire import encode_mailbox as encode_mailbox
 from mailbot.mailbox.imap_wire import uid_set as uid_set
@@ -277,6 +283,7 @@ class ImapSession:
             "LOGIN", self._client.login(_quote(endpoint.user), endpoint.password)
         )
         if not _is_ok(response):
+            self._raise_if_throttled("LOGIN", response)
             raise ImapPermanentError(
                 f"IMAP {self._where}: login as {endpoint.user!r} refused: {_text(response)}"
             )
@@ -287,6 +294,7 @@ class ImapSession:
         mailbox = self.endpoint.mailbox
         response = await self._run("SELECT", self._client.select(encode_mailbox(mailbox)))
         if not _is_ok(response):
+            self._raise_if_throttled("SELECT", response)
             raise ImapPermanentError(
                 f"IMAP {self._where}: cannot select mailbox {mailbox!r}: {_text(response)}"
             )
@@ -393,8 +401,19 @@ class ImapSession:
         """:meth:`_run` that also wants a tagged OK (NO/BAD -> ImapTransientError)."""
         response = await self._run(what, aw, limit=limit)
         if not _is_ok(response):
+            self._raise_if_throttled(what, response)
             raise ImapTransientError(f"IMAP {self._where}: {what} failed: {_text(response)}")
         return response
+
+    def _raise_if_throttled(self, what: str, response: Any) -> None:
+        """A refusal that asks us to slow down is neither permanent nor an ordinary retry."""
+        text = _text(response)
+        delay = throttle_delay(text)
+        if delay is not None:
+            raise ImapThrottledError(
+                f"IMAP {self._where}: {what} refused, the server asks us to slow down: {text}",
+                delay,
+            )
 
     # ------------------------------------------------------------------ reading
 

@@ -184,3 +184,29 @@ def _as_bytes(item: _Item | None) -> bytes | None:
     if isinstance(item, str) and item.upper() == "NIL":
         return b""
     return None
+
+
+#: How long to stay away from a server that asks us to slow down without saying for how long.
+THROTTLE_DEFAULT_SECONDS = 300.0
+_THROTTLE = re.compile(
+    r"\[(?:UNAVAILABLE|LIMIT|INUSE|THROTTLED|OVERQUOTA)\]|too many (?:simultaneous )?"
+    r"(?:connections|logins|commands|requests)|throttl|rate limit|try again later|"
+    r"bandwidth limit",
+    re.IGNORECASE,
+)
+_RETRY_IN = re.compile(
+    r"(?:in|after)\s+(\d{1,6})\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)\b",
+    re.IGNORECASE,
+)
+
+
+def throttle_delay(text: str) -> float | None:
+    """Seconds to wait when a server response asks us to slow down, else None."""
+    if not _THROTTLE.search(text):
+        return None
+    match = _RETRY_IN.search(text)
+    if match is None:
+        return THROTTLE_DEFAULT_SECONDS
+    amount, unit = int(match.group(1)), match.group(2).lower()
+    factor = 3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1
+    return float(min(amount * factor, 6 * 3600))

@@ -23,7 +23,12 @@ from tortoise.transactions import in_transaction
 from mailbot.clock import Clock
 from mailbot.domain import Disposition
 from mailbot.endpoints import Endpoint
-from mailbot.errors import ImapPermanentError, MailbotError, TransientError
+from mailbot.errors import (
+    ImapPermanentError,
+    ImapThrottledError,
+    MailbotError,
+    TransientError,
+)
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
@@ -210,6 +215,7 @@ class MailboxPoller:
     async def run(self, stop: asyncio.Event) -> None:
         """Sync, then IDLE (or poll) until ``stop``; reconnect with capped backoff on trouble."""
         delay = BACKOFF_START
+        not_before = 0.0  # a server that asked us to slow down: at least this long
         while not stop.is_set():
             session: ImapSession | None = None
             try:
@@ -228,6 +234,9 @@ class MailboxPoller:
             except ImapPermanentError as exc:
                 log.error("%s: %s (retrying in %.0f s)", self.label, exc, BACKOFF_CAP)
                 delay = BACKOFF_CAP
+            except ImapThrottledError as exc:
+                not_before = exc.retry_after
+                log.warning("%s: %s (next try in %.0f s)", self.label, exc, not_before)
             except (
                 TransientError,
                 MailbotError,
@@ -253,6 +262,8 @@ class MailboxPoller:
                     await session.close()
             if stop.is_set():
                 break
+            pause = max(delay * random.uniform(0.8, 1.2), not_before)
+            not_before = 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))
+                await asyncio.wait_for(stop.wait(), timeout=pause)
             delay = min(delay * 2, BACKOFF_CAP)

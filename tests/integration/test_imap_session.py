@@ -16,7 +16,12 @@ from dataclasses import replace
 import pytest
 
 from mailbot.endpoints import Endpoint, Security
-from mailbot.errors import ImapPermanentError, ImapTransientError, TlsRequiredError
+from mailbot.errors import (
+    ImapPermanentError,
+    ImapThrottledError,
+    ImapTransientError,
+    TlsRequiredError,
+)
 from mailbot.mailbox.imap import (
     ImapSession,
     StartTlsUnavailableError,
@@ -337,6 +342,7 @@ async def scripted_imap(
     *,
     capabilities: str = "IMAP4rev1",
     starttls_reply: str = "BAD no",
+    login_reply: str = "OK logged in",
 ) -> AsyncIterator[tuple[Endpoint, list[str]]]:
     """A tiny IMAP server answering LOGIN/SELECT/LOGOUT and, for UID FETCH, ``fetch_chunks``.
 
@@ -357,7 +363,7 @@ async def scripted_imap(
                 writer.write(f"{tag} {starttls_reply}\r\n".encode())
             elif command.startswith("LOGIN"):
                 logins.append(rest)
-                writer.write(f"{tag} OK logged in\r\n".encode())
+                writer.write(f"{tag} {login_reply}\r\n".encode())
             elif command.startswith("SELECT"):
                 writer.write(
                     b"* 2 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT 11] ok\r\n"
@@ -428,3 +434,55 @@ async def test_starttls_missing_or_refused_is_permanent(capabilities: str, reply
         with pytest.raises(StartTlsUnavailableError):
             await within(5, open_session(endpoint))
     assert logins == []  # the password never went out in plain text
+
+
+@pytest.mark.parametrize(
+    ("reply", "seconds"),
+    [
+        ("NO [UNAVAILABLE] Too many simultaneous connections, try again in 2 minutes", 120.0),
+        ("NO [LIMIT] Too many logins", 300.0),
+        ("NO Login throttled, retry after 30 seconds", 30.0),
+    ],
+)
+async def test_a_server_asking_to_slow_down_is_throttling_not_a_refusal(
+    reply: str, seconds: float
+) -> None:
+    async with scripted_imap(login_reply=reply) as (endpoint, logins):
+        with pytest.raises(ImapThrottledError) as raised:
+            await within(5, open_session(endpoint))
+    assert raised.value.retry_after == seconds and len(logins) == 1
+
+
+async def test_a_wrong_password_stays_permanent() -> None:
+    async with scripted_imap(login_reply="NO [AUTHENTICATIONFAILED] Invalid credentials") as (
+        endpoint,
+        _,
+    ):
+        with pytest.raises(ImapPermanentError):
+            await within(5, open_session(endpoint))
+
+
+async def test_the_poller_waits_as_long_as_the_server_asks(database: str) -> None:
+    from mailbot.agents.tokens import TokenSigner
+    from mailbot.clock import SystemClock
+    from mailbot.ingest.pipeline import Intake
+    from mailbot.mailbox.poller import BACKOFF_START, MailboxPoller
+    from mailbot.policy import load_policy
+    from mailbot.settings import load_settings
+    from tests.e2e.conftest import REPO
+
+    settings = load_settings(
+        {"MAILBOT_TEMPLATES": str(REPO / "templates")}, rules=str(REPO / "rules.yaml")
+    )
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    intake = Intake(policy, SystemClock(), signer=TokenSigner(b"t" * 32))
+    ask = BACKOFF_START * 4
+    reply = f"NO [UNAVAILABLE] Too many connections, try again in {ask:.0f} seconds"
+    async with scripted_imap(login_reply=reply) as (endpoint, logins):
+        poller = MailboxPoller(endpoint, intake, settings, SystemClock())
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        await asyncio.sleep(ask * 0.9)  # without the server's request it would have retried
+        stop.set()
+        await within(5, task)
+    assert len(logins) == 1
