@@ -394,3 +394,47 @@ async def test_a_database_that_cannot_write_acknowledges_nothing_and_loses_nothi
     assert await Ticket.all().count() == 0 and smtp_sink.messages == []
     report = await daemon.run_once()  # the database writes again: the mail is still there
     assert report.ingested[Disposition.STORED] == 1 and report.sent == 1
+
+
+async def test_a_locked_sqlite_database_acknowledges_nothing_and_the_retry_loses_nothing(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from mailbot.errors import DatabaseBusyError
+    from mailbot.tickets.database import close_database, open_database, sqlite_url
+
+    path = tmp_path / "busy.sqlite3"
+    url = sqlite_url(path)
+    await open_database(url)
+    try:
+        settings = make_settings(imap_server, smtp_sink, rules_file, url)
+        daemon = Daemon(settings, policy)
+        await daemon.run_once()  # the checkpoint row exists
+        _, raw = mail("Anna <anna@butiken.se>", "Kassan", "Kassan fungerar inte.")
+        await append(imap_server, raw)
+        other = sqlite3.connect(path, timeout=5)
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        try:
+            # SQLite refuses to upgrade our read transaction while another writer holds
+            # the lock ("database is locked"): the batch is refused, nothing acknowledged.
+            with pytest.raises(DatabaseBusyError):
+                await daemon.run_once()
+        finally:
+            other.rollback()
+            other.close()
+        endpoint = settings.imap
+        assert endpoint is not None
+        session = await ImapSession.open(endpoint)
+        try:
+            assert await session.search(f"KEYWORD {DONE_KEYWORD}") == []
+        finally:
+            await session.close()
+        report = await daemon.run_once()  # the retry (the run loop does it after a pause)
+        assert report.ingested[Disposition.STORED] == 1 and report.sent == 1
+        assert await Ticket.all().count() == 1
+        assert await daemon.run_once() == type(report)(
+            ingested=dict.fromkeys(Disposition, 0), sent=0
+        )
+    finally:
+        await close_database()
