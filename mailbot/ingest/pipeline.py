@@ -3,7 +3,7 @@
 One message, one transaction; the caller acknowledges the UID on the server only after
 ``accept`` has returned (and advances the UID checkpoint after the batch). What cannot be
 parsed, and what a bug makes us fail on, is stored raw and quarantined instead (and can be
-replayed with ``mailbot quarantine --retry``). Database trouble is *not* quarantined: it
+replayed with ``mailbot quarantine retry``). Database trouble is *not* quarantined: it
 propagates as ``DatabaseBusyError`` so the message stays unacknowledged and is fetched again.
 """
 
