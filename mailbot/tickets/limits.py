@@ -86,8 +86,10 @@ async def suppress(
             )
             new.append(address)
         else:
-            await SuppressedAddress.filter(address=address).using_db(conn).update(
-                bounces=row.bounces + 1, reason=reason[:2000], last_ticket=ticket_id
+            await (
+                SuppressedAddress.filter(address=address)
+                .using_db(conn)
+                .update(bounces=row.bounces + 1, reason=reason[:2000], last_ticket=ticket_id)
             )
     if new:
         log.warning(
