@@ -41,6 +41,10 @@ class Attachment:
     size: int
     content_id: str | None = None
     inline: bool = False
+    #: A TNEF part (winmail.dat) that was unpacked: the files in it follow it in the list.
+    container: bool = False
+    #: A file unpacked from a TNEF part: that part's file name (``winmail.dat`` if unnamed).
+    unpacked_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import errors as email_errors
 from email import message_from_string
 from email.message import Message
@@ -30,6 +30,7 @@ from mailbot.ingest.mime_headers import (
     _unfold,
     _unique,
 )
+from mailbot.ingest.tnef import TNEF_NAME, TNEF_TYPES, TnefError, read_tnef
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class _Body:
     report_types: list[str] = field(default_factory=list)
     failed_recipients: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    # The body found inside TNEF parts (winmail.dat): used when the mail itself has none.
+    tnef_plain: list[str] = field(default_factory=list)
+    tnef_html: list[str] = field(default_factory=list)
 
 
 # --- charset hints ---------------------------------------------------------------------------
@@ -153,7 +157,11 @@ def _visit(part: Message, in_attachment: bool, body: _Body, hints: tuple[str, ..
             body.defects.append(defect)
         (body.plain if ctype == "text/plain" else body.html).append(text)
         return
-    body.attachments.append(_attachment(part, ctype, disposition, filename))
+    attachment = _attachment(part, ctype, disposition, filename)
+    if _is_tnef(ctype, filename):
+        _unpack_tnef(part, attachment, body)
+    else:
+        body.attachments.append(attachment)
 
 
 def _part_type(part: Message, default: str = "application/octet-stream") -> str:
@@ -315,3 +323,45 @@ def _dsn_address(value: str | None) -> str | None:
     if _VALID_ID.fullmatch(address) and address.count("@") == 1:
         return address
     return None
+
+
+# --- TNEF (winmail.dat): read by mailbot.ingest.tnef ---------------------------------------
+
+
+def _is_tnef(ctype: str, filename: str | None) -> bool:
+    if ctype in TNEF_TYPES:
+        return True
+    return (filename or "").lower() == TNEF_NAME
+
+
+def _unpack_tnef(part: Message, container: Attachment, body: _Body) -> None:
+    """List the TNEF part and, when it can be read, the files inside it; its body text."""
+    try:
+        payload = part.get_payload(decode=True)
+        tnef = read_tnef(payload if isinstance(payload, bytes) else b"")
+    except TnefError as exc:
+        body.attachments.append(container)
+        body.defects.append(f"tnef-unreadable: {exc}")
+        return
+    except Exception as exc:  # a reader bug must not lose the message
+        log.warning("TNEF part could not be read", exc_info=True)
+        body.attachments.append(container)
+        body.defects.append(f"tnef-unreadable: {type(exc).__name__}")
+        return
+    body.attachments.append(replace(container, container=True))
+    source = container.filename or TNEF_NAME
+    body.attachments.extend(
+        Attachment(
+            filename=f.name(), content_type=f.content_type(), size=f.size(), unpacked_from=source
+        )
+        for f in tnef.files
+    )
+    text = _normalise_text(tnef.text or "")
+    html = _normalise_text(tnef.html or "")
+    if text.strip():
+        body.tnef_plain.append(text)
+    if html.strip():
+        body.tnef_html.append(html)
+    if tnef.rtf and not (tnef.text or tnef.html):
+        tnef.defects.append("tnef-rtf-body-not-read")
+    body.defects.extend(tnef.defects)

@@ -8,6 +8,9 @@ escaped HTML, so they go along as files). What is not: the text bodies, small in
 ``message/rfc822``, anything beyond ``MAX_FILES`` files or ``MAX_BYTES`` in total (the agent
 is told in the log and the relay still goes out). Names are made safe: no directories, no
 control characters, no leading dots, at most ``MAX_NAME`` characters, never empty.
+
+A TNEF part (``winmail.dat`` from Outlook, which no other client opens) is replaced by the
+files inside it when every one of them can be read; otherwise it is relayed as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
+
+from mailbot.ingest.tnef import TNEF_NAME, TNEF_TYPES, TnefError, read_tnef
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +74,31 @@ def relayable_attachments(raw: bytes) -> tuple[tuple[FileAttachment, ...], tuple
         data = payload if isinstance(payload, bytes) else b""
         if _inline(part) and len(data) < MIN_INLINE_IMAGE:
             continue  # a logo in a signature
-        name = safe_filename(part.get_filename(), index)
-        if len(files) >= MAX_FILES:
-            skipped.append(f"{name}: more than {MAX_FILES} files")
-            continue
-        if total + len(data) > MAX_BYTES:
-            skipped.append(f"{name}: over the {MAX_BYTES // (1024 * 1024)} MiB total")
-            continue
-        total += len(data)
-        files.append(FileAttachment(name, part.get_content_type(), data))
+        found = _tnef_files(part, data) or [(part.get_filename(), part.get_content_type(), data)]
+        for name, content_type, content in found:
+            safe = safe_filename(name, index)
+            if len(files) >= MAX_FILES:
+                skipped.append(f"{safe}: more than {MAX_FILES} files")
+                continue
+            if total + len(content) > MAX_BYTES:
+                skipped.append(f"{safe}: over the {MAX_BYTES // (1024 * 1024)} MiB total")
+                continue
+            total += len(content)
+            files.append(FileAttachment(safe, content_type, content))
     return tuple(files), tuple(skipped)
+
+
+def _tnef_files(part: EmailMessage, data: bytes) -> list[tuple[str | None, str, bytes]]:
+    """The files inside a TNEF part, or [] when it is none or one of them cannot be read."""
+    name = (part.get_filename() or "").lower()
+    if part.get_content_type() not in TNEF_TYPES and name != TNEF_NAME:
+        return []
+    try:
+        tnef = read_tnef(data)
+    except TnefError:
+        return []
+    found = [(f.name(), f.content_type(), f.data) for f in tnef.files if f.data is not None]
+    return found if found and len(found) == len(tnef.files) else []
 
 
 def _inline(part: EmailMessage) -> bool:
