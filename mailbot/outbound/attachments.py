@@ -7,7 +7,9 @@ escaped HTML, so they go along as files). What is not: the text bodies, small in
 (signature logos), the notification quoted back as
 ``message/rfc822``, anything beyond ``MAX_FILES`` files or ``MAX_BYTES`` in total (the agent
 is told in the log and the relay still goes out). Names are made safe: no directories, no
-control characters, no leading dots, at most ``MAX_NAME`` characters, never empty.
+control characters, no leading dots, at most ``MAX_NAME`` characters, never empty, and
+unique within the mail (a second ``a.pdf`` becomes ``a (2).pdf``: no file overwrites another
+when the customer saves them all).
 
 A TNEF part (``winmail.dat`` from Outlook, which no other client opens) is replaced by the
 files inside it when every one of them can be read; otherwise it is relayed as it is.
@@ -76,7 +78,7 @@ def relayable_attachments(raw: bytes) -> tuple[tuple[FileAttachment, ...], tuple
             continue  # a logo in a signature
         found = _tnef_files(part, data) or [(part.get_filename(), part.get_content_type(), data)]
         for name, content_type, content in found:
-            safe = safe_filename(name, index)
+            safe = _unique_name(safe_filename(name, index), files)
             if len(files) >= MAX_FILES:
                 skipped.append(f"{safe}: more than {MAX_FILES} files")
                 continue
@@ -86,6 +88,18 @@ def relayable_attachments(raw: bytes) -> tuple[tuple[FileAttachment, ...], tuple
             total += len(content)
             files.append(FileAttachment(safe, content_type, content))
     return tuple(files), tuple(skipped)
+
+
+def _unique_name(name: str, files: list[FileAttachment]) -> str:
+    taken = {f.filename.casefold() for f in files}
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, dot, ext = name, "", ""
+    candidate, number = name, 1
+    while candidate.casefold() in taken:
+        number += 1
+        candidate = f"{stem} ({number}){dot}{ext}"
+    return candidate
 
 
 def _tnef_files(part: EmailMessage, data: bytes) -> list[tuple[str | None, str, bytes]]:

@@ -147,3 +147,22 @@ def test_corpus_messages_never_crash_and_names_are_safe(path: Path | None) -> No
         assert all(ord(ch) >= 32 for ch in file.filename)
         total += len(file.data)
     assert len(files) <= MAX_FILES and total <= MAX_BYTES
+
+
+def test_names_are_unique_within_a_mail() -> None:
+    files, _ = relayable_attachments(
+        _reply(
+            (b"1", "application/pdf", "a.pdf", "attachment"),
+            (b"2", "application/pdf", "../x/A.pdf", "attachment"),
+            (b"3", "application/pdf", "a.pdf", "attachment"),
+            (b"4", "text/plain", "README", "attachment"),
+            (b"5", "text/plain", "README", "attachment"),
+        )
+    )
+    assert [(f.filename, f.data) for f in files] == [
+        ("a.pdf", b"1"),
+        ("A (2).pdf", b"2"),
+        ("a (3).pdf", b"3"),
+        ("README", b"4"),
+        ("README (2)", b"5"),
+    ]

@@ -248,3 +248,13 @@ def test_every_real_stream_in_a_mail_parses(path: Path | None) -> None:
     except ParseError as exc:
         pytest.fail(f"{path.name}: {exc}")
     assert parsed.attachments[0].filename == "winmail.dat"
+
+
+def test_two_files_of_one_name_in_a_stream_both_reach_the_customer() -> None:
+    files, _ = relayable_attachments(_outlook_mail(_blob("duplicate_filename.tnef")))
+    assert [f.filename for f in files] == [
+        "file_abcdefgh.txt",
+        "file_abcdefgh (2).txt",
+        "VIA_Nytt_14021.htm",
+    ]
+    assert files[0].data != files[1].data
