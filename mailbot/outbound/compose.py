@@ -3,8 +3,13 @@
 Every automatic mail carries ``Auto-Submitted: auto-replied`` (RFC 3834),
 ``X-Auto-Response-Suppress: All`` (asks Exchange not to answer it), and our loop marker
 ``X-Mailbot-Loop``, which intake recognises. Message-ID, In-Reply-To and References are plain
-ASCII ``<id>`` lists, never RFC 2047-encoded. Values that came from a customer (subject, name)
-have CR/LF and other control characters collapsed, so they can never inject a header.
+ASCII ``<id>`` lists, never RFC 2047-encoded; anything else offered as an id is dropped.
+Values that came from a customer (subject, name, file name) have CR/LF, Unicode line
+separators and other control characters collapsed, so they can never inject a header; text
+that merely looks like an RFC 2047 encoded word is itself encoded, so no reader decodes it
+into a line break. Every line ends in CRLF and stays within 998 octets (RFC 5322 §2.1.1):
+names are cut, long words encoded and folded. An address with white space, a control
+character or an angle bracket is refused (ValueError): it cannot be written safely.
 """
 
 from __future__ import annotations
@@ -27,9 +32,15 @@ from mailbot.outbound.attachments import FileAttachment
 # internationalised and the mail goes out with SMTPUTF8, folding at spaces to 78 columns.
 _FOLD_AT = 78
 _MAX_SUBJECT = 500
+_MAX_NAME = 200
+# Longer runs without a space (in UTF-8 octets) are encoded, so they can be folded.
+_MAX_RAW_WORD = 400
+# An encoded display name is folded beyond this: room is left for the field name and address.
+_MAX_ENCODED_NAME = 600
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_ASCII_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_UNSAFE_IN_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f-\x9f]")
+_ASCII_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 # RFC 5322 §3.6.4 allows trimming References; keep the root and the most recent ones.
 MAX_REFERENCES = 20
 
@@ -52,8 +63,8 @@ def new_message_id(domain: str, ticket_id: int | None) -> str:
 
 def reference_chain(parent_id: str | None, parent_references: tuple[str, ...]) -> tuple[str, ...]:
     """References for a reply: the parent's chain plus the parent, trimmed, ASCII ids only."""
-    chain = [ref for ref in parent_references if _ASCII_ID.match(ref)]
-    if parent_id and _ASCII_ID.match(parent_id):
+    chain = [ref for ref in parent_references if _ASCII_ID.fullmatch(ref)]
+    if parent_id and _ASCII_ID.fullmatch(parent_id):
         chain.append(parent_id)
     unique = list(dict.fromkeys(chain))
     if len(unique) > MAX_REFERENCES:
@@ -77,9 +88,11 @@ class Outgoing:
 
 
 def subject_with_token(subject: str, token: str) -> str:
-    clean = single_line(subject)
+    """The subject with the ticket token, cut so that the token survives ``compose``'s cap."""
+    clean = single_line(subject)[:_MAX_SUBJECT]
     if token.lower() in clean.lower():
         return clean
+    clean = clean[: max(0, _MAX_SUBJECT - len(token) - 1)].rstrip()
     return f"{clean} {token}".strip()
 
 
@@ -96,9 +109,19 @@ def _fold(name: str, value: str) -> str:
     return "\r\n".join(lines)
 
 
+def _raw_ok(text: str, utf8: bool) -> bool:
+    """Whether ``text`` may be written as it is: ASCII (or UTF-8 mail), nothing a reader
+    would decode as an encoded word, no word too long to fold."""
+    return (
+        (text.isascii() or utf8)
+        and "=?" not in text
+        and all(len(word.encode("utf-8")) <= _MAX_RAW_WORD for word in text.split(" "))
+    )
+
+
 def _encoded(name: str, text: str, utf8: bool) -> str:
     """A header line for unstructured text (encoded words only when needed)."""
-    if text.isascii() or utf8:
+    if _raw_ok(text, utf8):
         return _fold(name, text)
     encoded = Header(text, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=_FOLD_AT)
     return f"{name}: {encoded}"
@@ -107,13 +130,17 @@ def _encoded(name: str, text: str, utf8: bool) -> str:
 def _phrase(name: str, utf8: bool) -> str:
     if not name:
         return ""
-    if name.isascii() or utf8:
+    if _raw_ok(name, utf8) and len(name.encode("utf-8")) <= _MAX_RAW_WORD:
         return f'"{quote(name)}" ' if _SPECIALS.search(name) else f"{name} "
-    return Header(name, "utf-8").encode(maxlinelen=998) + " "
+    # One encoded word as long as it fits: readers differ on the space between two.
+    return Header(name, "utf-8").encode(linesep="\r\n", maxlinelen=_MAX_ENCODED_NAME) + " "
 
 
 def _address_line(header: str, address: Address, utf8: bool) -> str:
-    return f"{header}: {_phrase(single_line(address.name), utf8)}<{address.email}>"
+    if not address.email or _UNSAFE_IN_ADDRESS.search(address.email):
+        raise ValueError(f"{header}: refusing to write the address {address.email!r}")
+    name = single_line(address.name)[:_MAX_NAME].strip()
+    return f"{header}: {_phrase(name, utf8)}<{address.email}>"
 
 
 def _qp(text: str) -> bytes:
@@ -154,10 +181,12 @@ def _file_part(file: FileAttachment) -> bytes:
     content_type = f"{maintype or 'application'}/{subtype or 'octet-stream'}"
     if not re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+", content_type):
         content_type = "application/octet-stream"
-    name = single_line(file.filename)
-    if name.isascii():
+    name = single_line(file.filename)[:_MAX_NAME]
+    if name.isascii() and "=?" not in name:
         disposition = f'attachment; filename="{quote(name)}"'
     else:
+        # Percent-encoded, at most 3 characters an octet: cut to keep the line within 998.
+        name = name.encode("utf-8")[:_MAX_NAME].decode("utf-8", "ignore")
         disposition = f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
     head = (
         f"Content-Type: {content_type}\r\n"
@@ -213,8 +242,9 @@ def compose(
     ]
     if reply_to is not None:
         lines.append(_address_line("Reply-To", reply_to, utf8))
-    if in_reply_to and _ASCII_ID.match(in_reply_to):
+    if in_reply_to and _ASCII_ID.fullmatch(in_reply_to):
         lines.append(f"In-Reply-To: {in_reply_to}")
+    references = tuple(ref for ref in references if _ASCII_ID.fullmatch(ref))
     if references:
         lines.append(_fold("References", " ".join(references)))
     if auto_submitted is not None:
