@@ -51,6 +51,8 @@ _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-stat
 _CELL_END = re.compile(r"(</t[dh]\s*>)", re.IGNORECASE)
 _LINE_END_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")
+_TYPE_NOISE = re.compile(r"[\s\x00-\x1f\x7f]+")
+_MIME_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 
 @dataclass
@@ -112,11 +114,11 @@ def _parts(msg: Message) -> Iterator[tuple[Message, bool]]:
     while stack:
         part, in_attachment = stack.pop()
         yield part, in_attachment
-        children = part.get_payload()
-        if _part_type(part).startswith("message/") or not isinstance(children, list):
+        children = _children(part)
+        if _part_type(part).startswith("message/") or children is None:
             continue
         inner = in_attachment or _disposition(part) == "attachment"
-        stack.extend((child, inner) for child in reversed(children) if isinstance(child, Message))
+        stack.extend((child, inner) for child in reversed(children))
 
 
 def _every_part(msg: Message, *, limit: int) -> Iterator[Message]:
@@ -127,9 +129,23 @@ def _every_part(msg: Message, *, limit: int) -> Iterator[Message]:
             return
         part = stack.pop()
         yield part
-        children = part.get_payload()
-        if isinstance(children, list):
-            stack.extend(c for c in reversed(children) if isinstance(c, Message))
+        stack.extend(reversed(_children(part) or []))
+
+
+def _children(part: Message) -> list[Message] | None:
+    """The sub-parts of a multipart or ``message/*`` part, None for a leaf. Never decodes
+    (``get_payload()`` of a leaf decodes 8-bit text with the declared charset, and raises on
+    one such as ``"\x00"``)."""
+    if not part.is_multipart():
+        return None
+    payload = part.get_payload()
+    return [c for c in payload if isinstance(c, Message)] if isinstance(payload, list) else None
+
+
+def _raw_payload(part: Message) -> str:
+    """A leaf's payload as the parser left it (8-bit bytes as surrogate escapes)."""
+    payload = vars(part).get("_payload")
+    return payload if isinstance(payload, str) else ""
 
 
 def _visit(part: Message, in_attachment: bool, body: _Body, hints: tuple[str, ...]) -> None:
@@ -139,7 +155,7 @@ def _visit(part: Message, in_attachment: bool, body: _Body, hints: tuple[str, ..
         if ctype in _DSN_TYPES:
             body.failed_recipients.extend(_dsn_failed_recipients(part))
         return
-    is_container = isinstance(part.get_payload(), list)
+    is_container = part.is_multipart()
     if is_container and not ctype.startswith("message/"):
         return
     if ctype.startswith("multipart/"):
@@ -165,10 +181,15 @@ def _visit(part: Message, in_attachment: bool, body: _Body, hints: tuple[str, ..
 
 
 def _part_type(part: Message, default: str = "application/octet-stream") -> str:
+    """The part's MIME type, lower case, with white space and control characters (a folded
+    or NUL-spiked value) taken out; a type that is still invalid reads as ``text/plain``, as
+    RFC 2045 §5.2 says (and the standard library does for one without a slash)."""
     try:
-        return part.get_content_type().lower()
+        value = part.get_content_type().lower()
     except (ValueError, IndexError, AttributeError, TypeError):
         return default
+    value = _TYPE_NOISE.sub("", value)
+    return value if _MIME_TYPE.fullmatch(value) else "text/plain"
 
 
 def _disposition(part: Message) -> str | None:
@@ -211,7 +232,7 @@ def _attachment(
     part: Message, ctype: str, disposition: str | None, filename: str | None
 ) -> Attachment:
     content_id = _first(part, "content-id")
-    cid = _unfold(content_id).strip("<> \t") if content_id else ""
+    cid = _clean_text(_unfold(content_id)).strip("<> \t") if content_id else ""
     return Attachment(
         filename=filename,
         content_type=ctype,
@@ -241,8 +262,7 @@ def _decode_part_text(part: Message) -> tuple[str, str | None]:
     except (ValueError, LookupError, UnicodeError, TypeError):
         payload = None
     if not isinstance(payload, bytes):
-        raw = part.get_payload()
-        payload = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+        payload = _raw_payload(part).encode("utf-8", "surrogateescape")
     charset = _content_charset(part)
     text, used = _decode_bytes(payload, charset)
     defect = None
@@ -304,14 +324,12 @@ def _dsn_failed_recipients(part: Message) -> list[str]:
 
 
 def _dsn_blocks(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        blocks = [b for b in payload if isinstance(b, Message)]
-    elif isinstance(payload, str):
-        chunks = re.split(r"\n[ \t]*\n", _normalise_text(payload))
-        blocks = [message_from_string(chunk.strip("\n")) for chunk in chunks]
+    children = _children(part)
+    if children is not None:
+        blocks = children
     else:
-        blocks = []
+        chunks = re.split(r"\n[ \t]*\n", _normalise_text(_raw_payload(part)))
+        blocks = [message_from_string(chunk.strip("\n")) for chunk in chunks]
     return [b for b in blocks if b.get("final-recipient") or b.get("original-recipient")]
 
 
