@@ -86,8 +86,9 @@ Fields
 Caps on hostile header blocks (denial-of-service guards; raw bytes are stored whole anyway)
     * Every top-level header field is cut to ``MAX_HEADER_FIELD_BYTES`` (64 KiB, folded lines
       included; ``header-truncated: <name>``); after ``MAX_HEADER_FIELDS`` (2,000) fields only
-      the first field of each name in ``_ALWAYS_KEPT`` (From, Subject, Message-ID, ...) is
-      kept (``too-many-header-fields``). A header block below both limits is not touched.
+      the first field of each name in ``_ALWAYS_KEPT`` (From, Subject, Message-ID, ..., and
+      every loop or auto-reply marker of ``KEPT_HEADERS``) is kept
+      (``too-many-header-fields``). A header block below both limits is not touched.
     * A header block with more than ``MAILPARSER_MAX_ADDRESS_SIGNS`` (2,000) ``@`` signs is
       not given to mail-parser, which parses every address header eagerly
       (``mailparser-skipped: too many addresses``); the standard library parses it.
@@ -233,8 +234,9 @@ _ALWAYS_KEPT = frozenset(
         b"content-type",
         b"content-transfer-encoding",
         b"content-disposition",
-        b"auto-submitted",
         b"return-path",
+        # the loop and auto-reply markers, so loop protection sees them whatever comes first
+        *(name.encode("ascii") for name in KEPT_HEADERS),
     }
 )
 # email.feedparser's headerRE: what the standard library takes for a header line.

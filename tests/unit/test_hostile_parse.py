@@ -58,7 +58,13 @@ def test_a_header_block_below_the_limits_is_untouched() -> None:
 
 def test_thousands_of_fields_keep_the_ones_that_matter() -> None:
     junk = [f"X-Junk-{i}: {i}" for i in range(MAX_HEADER_FIELDS * 3)]
-    late = ["Subject: late subject", "Auto-Submitted: auto-replied", "In-Reply-To: <t@x>"]
+    late = [
+        "Subject: late subject",
+        "Auto-Submitted: auto-replied",
+        "In-Reply-To: <t@x>",
+        "X-Mailbot-Loop: support@example.com",
+        "Precedence: bulk",
+    ]
     msg = parse_message(
         ("\r\n".join([*junk, "From: late@example.com", *late]) + "\r\n\r\nbody\r\n").encode()
     )
@@ -66,7 +72,10 @@ def test_thousands_of_fields_keep_the_ones_that_matter() -> None:
     assert msg.from_ is not None and msg.from_.email == "late@example.com"
     assert msg.subject == "late subject"
     assert msg.in_reply_to == ("<t@x>",)
-    assert msg.header("auto-submitted") == "auto-replied"  # loop protection still sees it
+    # loop protection still sees the markers
+    assert msg.header("auto-submitted") == "auto-replied"
+    assert msg.header("x-mailbot-loop") == "support@example.com"
+    assert msg.header("precedence") == "bulk"
     assert msg.text.strip() == "body"
 
 
