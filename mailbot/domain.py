@@ -117,6 +117,8 @@ class TicketAction(enum.StrEnum):
 class ReplyKind(enum.StrEnum):
     ACK = "ack"
     WIKI = "wiki"
+    OUT_OF_SCOPE = "out_of_scope"
+    TRAINING = "training"
 
 
 class Disposition(enum.StrEnum):
@@ -143,6 +145,8 @@ class Reply:
     language: str
     to: Address
     articles: tuple[WikiHit, ...] = ()
+    #: out_of_scope / training: the paid option in the reply's language (rules.yaml).
+    paid_option: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,12 @@ class Decision:
     account: str | None = None
     #: A new ticket's category (a classification rule's, else billing.default_category).
     category: str = ""
+    #: A new ticket that reads as a how-to question (counted for training offers).
+    howto: bool = False
+    #: The action-table row that decided, if one did.
+    action: str | None = None
+    #: escalate: who is told at once (agent ids, leads, account_manager, team, assignee).
+    escalate_to: tuple[str, ...] = ()
 
 
 class Severity(enum.StrEnum):

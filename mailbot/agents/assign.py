@@ -85,3 +85,36 @@ def notice_recipients(
             if member not in exclude
         )
     return ()
+
+
+def escalation_recipients(
+    rules: Rules,
+    who: tuple[str, ...],
+    *,
+    assignee: str | None,
+    team: str | None,
+    account: str | None,
+) -> tuple[str, ...]:
+    """Addresses an escalation goes to: agent ids as they are, and the roles ``assignee``
+    (the ticket's agent or team), ``team`` (the ticket's team, else its agent's), ``leads``
+    (the leads of that team, else every lead) and ``account_manager`` (the account's)."""
+    ids: list[str] = []
+    addresses: list[str] = []
+    team = team or (rules.agents[assignee].team if assignee in rules.agents else None)
+    for entry in who:
+        if entry in rules.agents:
+            ids.append(entry)
+        elif entry == "assignee":
+            addresses += notice_recipients(rules, agent=assignee, team=team)
+        elif entry == "team" and team is not None:
+            addresses += notice_recipients(rules, agent=None, team=team)
+        elif entry == "leads":
+            leads = [a for a, agent in rules.agents.items() if agent.role == "lead"]
+            in_team = [a for a in leads if team is not None and rules.agents[a].team == team]
+            ids += in_team or leads
+        elif entry == "account_manager" and account in rules.accounts:
+            manager = rules.accounts[account].account_manager
+            if manager is not None:
+                ids.append(manager)
+    addresses += [rules.agents[a].addresses[0] for a in ids if a in rules.agents]
+    return tuple(dict.fromkeys(addresses))

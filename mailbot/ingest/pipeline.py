@@ -18,6 +18,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
+from mailbot.agents.assign import escalation_recipients
 from mailbot.agents.authres import AuthVerdict, authenticated
 from mailbot.agents.commands import strip_agent_reply
 from mailbot.agents.tokens import TokenSigner, find_ticket_token
@@ -41,6 +42,7 @@ from mailbot.outbound.render import Rendered
 from mailbot.outbound.reply import build_reply
 from mailbot.policy import Policy
 from mailbot.rules.engine import MessageView, decide
+from mailbot.rules.schema import Rules
 from mailbot.sla.clocks import EventKind
 from mailbot.tickets.agent_actions import handle_internal
 from mailbot.tickets.assignment import assign_new_ticket
@@ -113,6 +115,25 @@ def _auth(parsed: ParsedMessage, policy: Policy) -> AuthVerdict | None:
     )
 
 
+async def howto_counts(
+    conn: BaseDBAsyncClient, rules: Rules, customer: str, now: datetime
+) -> dict[str, int]:
+    """For each training_offer action: the customer's how-to tickets within its window."""
+    counts: dict[str, int] = {}
+    for action in rules.actions:
+        if action.do == "training_offer":
+            counts[action.name] = (
+                await Ticket.filter(
+                    customer=customer,
+                    howto=True,
+                    created_at__gte=now - timedelta(seconds=action.window),
+                )
+                .using_db(conn)
+                .count()
+            )
+    return counts
+
+
 async def analyse(
     conn: BaseDBAsyncClient,
     parsed: ParsedMessage,
@@ -152,6 +173,11 @@ async def analyse(
     )
     subject = clean_subject(parsed.subject, rules.identity.ticket_prefix)
     text = new_text(parsed.text, languages=tuple(rules.languages))
+    counts = (
+        await howto_counts(conn, rules, sender, now)
+        if thread.action is TicketAction.NEW and sender
+        else {}
+    )
     decision = decide(
         MessageView.of(parsed, text, subject),
         thread,
@@ -160,6 +186,7 @@ async def analyse(
         now,
         ticket_language=facts.language if facts else None,
         ticket_plan=facts.plan if facts else None,
+        howto_counts=counts,
     )
     agent = rules.agent_for(sender)
     if signer is None:
@@ -394,6 +421,26 @@ class Intake:
             exclude=frozenset({sender}) if sender else frozenset(),
             new=analysis.decision.sla if action is TicketAction.NEW else None,
         )
+        escalate_to = analysis.decision.escalate_to
+        if action is TicketAction.NEW and escalate_to:
+            await notify_agents(
+                conn,
+                self.policy,
+                self.signer,
+                ticket,
+                event="escalated",
+                author=analysis.decision.action or "",
+                text=analysis.text,
+                now=now,
+                recipients=escalation_recipients(
+                    self.policy.rules,
+                    escalate_to,
+                    assignee=ticket.assignee,
+                    team=ticket.team,
+                    account=ticket.account,
+                ),
+                new=analysis.decision.sla,
+            )
 
     async def _store_agent_mail(
         self,

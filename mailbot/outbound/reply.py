@@ -45,6 +45,7 @@ def reply_context(
         "support_name": rules.identity.name,
         "support_address": rules.identity.address,
         "articles": [{"title": a.title, "url": a.url} for a in reply.articles],
+        "paid_option": reply.paid_option,
     }
 
 

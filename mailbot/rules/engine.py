@@ -7,14 +7,17 @@ The order of the checks is the policy, and every step that fires is named in
 2. follow-up on an existing ticket                              -> no automatic answer
 3. auto-generated mail                                          -> never answered
 4. no valid sender address, or the sender is an agent           -> ticket, no answer
-5. plan says how-to questions go to the wiki, the message reads
+5. the action table (rules.yaml ``actions``, mailbot.rules.actions): the first row
+   whose conditions match and whose own condition holds         -> its answer
+6. plan says how-to questions go to the wiki, the message reads
    as a how-to question and articles match                      -> wiki redirect
-6. otherwise                                                    -> acknowledgement
+7. otherwise                                                    -> acknowledgement
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from mailbot.domain import (
@@ -26,7 +29,9 @@ from mailbot.domain import (
     ReplyKind,
     ThreadMatch,
     TicketAction,
+    WikiHit,
 )
+from mailbot.rules.actions import Action, TicketFacts, matches, paid_option_text
 from mailbot.rules.classify import classify
 from mailbot.rules.customers import resolve_customer
 from mailbot.rules.language import detect_language
@@ -66,7 +71,10 @@ def decide(
     *,
     ticket_language: str | None = None,
     ticket_plan: str | None = None,
+    howto_counts: Mapping[str, int] | None = None,
 ) -> Decision:
+    """``howto_counts``: for each training_offer action, the customer's earlier how-to
+    tickets within its window (read by intake; absent: none)."""
     hits: list[str] = []
     sender_key = view.sender.key if view.sender else ""
     customer = resolve_customer(rules, sender_key) if view.sender else None
@@ -136,7 +144,28 @@ def decide(
     if agent is not None:
         hits.append(f"sender is agent {agent}: no automatic answer")
         return result(None, deadline)
-    if plan.howto == "wiki" and looks_like_howto(view.subject, view.text, language):
+    howto = looks_like_howto(view.subject, view.text, language)
+    facts = TicketFacts(
+        plan=plan_id,
+        category=category,
+        severity=severity,
+        urgent=urgent,
+        howto=howto,
+        outside_hours=not calendar.is_open(now),
+    )
+    for action in rules.actions:
+        if not matches(action.when, facts):
+            continue
+        chosen = _try_action(action, view, rules, language, hits, howto_counts or {})
+        if chosen is None:
+            continue
+        return replace(
+            result(chosen.reply, deadline),
+            howto=howto,
+            action=action.name,
+            escalate_to=action.notify if action.do == "escalate" else (),
+        )
+    if plan.howto == "wiki" and howto:
         articles = match_articles(rules, subject=view.subject, text=view.text, language=language)
         if articles:
             hits.append(f"plan {plan_id}: how-to question matches {len(articles)} wiki article(s)")
@@ -147,10 +176,76 @@ def decide(
                 to=view.sender,
                 articles=articles,
             )
-            return result(reply, deadline)
+            return replace(result(reply, deadline), howto=howto)
         hits.append(f"plan {plan_id}: how-to question but no wiki article matches")
     hits.append(f"plan {plan_id}: acknowledgement")
     reply = Reply(
         kind=ReplyKind.ACK, template=rules.templates.ack, language=language, to=view.sender
     )
-    return result(reply, deadline)
+    return replace(result(reply, deadline), howto=howto)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    reply: Reply | None
+
+
+_KINDS = {
+    "acknowledge": ReplyKind.ACK,
+    "escalate": ReplyKind.ACK,
+    "wiki": ReplyKind.WIKI,
+    "out_of_scope": ReplyKind.OUT_OF_SCOPE,
+    "training_offer": ReplyKind.TRAINING,
+}
+
+
+def _try_action(
+    action: Action,
+    view: MessageView,
+    rules: Rules,
+    language: str,
+    hits: list[str],
+    howto_counts: Mapping[str, int],
+) -> _Chosen | None:
+    """The answer ``action`` gives, or None when its own condition does not hold (the
+    table goes on). Appends what happened to ``hits``."""
+    label = f"action {action.name}"
+    assert view.sender is not None  # decide returns earlier without a sender
+    articles: tuple[WikiHit, ...] = ()
+    if action.do in ("wiki", "training_offer"):
+        articles = match_articles(rules, subject=view.subject, text=view.text, language=language)
+    if action.do == "wiki" and not articles:
+        hits.append(f"{label}: wiki, but no article matches")
+        return None
+    if action.do == "training_offer":
+        assert action.after is not None  # the schema requires it
+        number = howto_counts.get(action.name, 0) + 1
+        if number < action.after:
+            hits.append(
+                f"{label}: how-to question {number} of {action.after} within {action.within},"
+                " no training offer yet"
+            )
+            return None
+        hits.append(
+            f"{label}: how-to question {number} within {action.within}"
+            f" (offer from the {action.after}.): training offer"
+        )
+    elif action.do == "escalate":
+        hits.append(f"{label}: escalate to {', '.join(action.notify)}, acknowledgement")
+    elif action.do == "wiki":
+        hits.append(f"{label}: wiki redirect with {len(articles)} article(s)")
+    else:
+        hits.append(f"{label}: {action.do.replace('_', ' ')}")
+    template = rules.action_template(action)
+    if template is None:
+        return _Chosen(None)
+    return _Chosen(
+        Reply(
+            kind=_KINDS[action.do],
+            template=template,
+            language=language,
+            to=view.sender,
+            articles=articles,
+            paid_option=paid_option_text(action, language, rules.default_language),
+        )
+    )

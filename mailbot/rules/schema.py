@@ -42,6 +42,7 @@ from mailbot.agents.schema import (
 from mailbot.billing.schema import BillingSpec, TimeBankSpec
 from mailbot.domain import ReplyKind
 from mailbot.ingest.correlate import format_token
+from mailbot.rules.actions import ESCALATION_ROLES, Action
 from mailbot.rules.classify_schema import Classification, classification_problems
 from mailbot.rules.language import SUPPORTED
 from mailbot.sla.calendar import AROUND_THE_CLOCK, AROUND_THE_CLOCK_NAME, BusinessCalendar
@@ -326,13 +327,17 @@ class Templates(_Model):
 
     ack: TemplateName = "ack"
     wiki: TemplateName = "wiki"
+    #: The defaults of the action table's out_of_scope and training_offer answers.
+    out_of_scope: TemplateName = "out_of_scope"
+    training: TemplateName = "training"
 
     def __getitem__(self, kind: ReplyKind | str) -> str:
         name: str = getattr(self, ReplyKind(kind).value)
         return name
 
     def names(self) -> tuple[str, ...]:
-        """Every template base name in use, for start-up validation."""
+        """Every template base name configured here (see ``Rules.reply_template_names``
+        for the ones in use)."""
         return tuple(dict.fromkeys(self[kind] for kind in ReplyKind))
 
 
@@ -396,6 +401,8 @@ class Rules(_Model):
     billing: BillingSpec = BillingSpec()
     agent_mail: AgentMail = AgentMail()
     auto_reply_limits: AutoReplyLimits = AutoReplyLimits()
+    #: The action table (mailbot.rules.actions): ordered, the first that decides wins.
+    actions: tuple[Action, ...] = ()
 
     @field_validator("timezone")
     @classmethod
@@ -428,6 +435,26 @@ class Rules(_Model):
 
     def template(self, kind: ReplyKind) -> str:
         return self.templates[kind]
+
+    def action_template(self, action: Action) -> str | None:
+        """The template ``action`` answers with; None for silence."""
+        if action.template is not None or action.do == "silence":
+            return action.template
+        kind = {
+            "acknowledge": ReplyKind.ACK,
+            "escalate": ReplyKind.ACK,
+            "wiki": ReplyKind.WIKI,
+            "out_of_scope": ReplyKind.OUT_OF_SCOPE,
+            "training_offer": ReplyKind.TRAINING,
+        }[action.do]
+        return self.templates[kind]
+
+    def reply_template_names(self) -> tuple[str, ...]:
+        """The templates automatic answers can use: ack and wiki always, and every one the
+        action table names (checked in every language at start-up)."""
+        used = [self.templates.ack, self.templates.wiki]
+        used += [t for a in self.actions if (t := self.action_template(a)) is not None]
+        return tuple(dict.fromkeys(used))
 
     @property
     def business_calendars(self) -> dict[str, BusinessCalendar]:
@@ -587,18 +614,81 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
     problems += people_reference_problems(data)
     problems += _billing_problems(data)
     problems += classification_problems(data.get("classification"), plan_ids, declared)
+    problems += _action_problems(data, plan_ids, declared)
     return problems
+
+
+def _action_problems(
+    data: Mapping[str, Any], plan_ids: list[str] | None, declared: list[str]
+) -> list[tuple[Loc, str]]:
+    """The action table names plans, categories, languages and agents that exist, and each
+    action once."""
+    problems: list[tuple[Loc, str]] = []
+    categories = _category_names(data)
+    agents = data.get("agents")
+    agent_ids = [str(a) for a in agents] if isinstance(agents, Mapping) else []
+    names: dict[str, int] = {}
+    for i, action in _items(data.get("actions")):
+        name = action.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append(
+                    (("actions", i, "name"), f"action {name!r} is already actions[{names[name]}]")
+                )
+            names.setdefault(name, i)
+        when = action.get("when")
+        if isinstance(when, Mapping):
+            for j, plan in enumerate(_strings(when.get("plans"))):
+                if plan_ids is not None and plan not in plan_ids:
+                    problems.append(
+                        (
+                            ("actions", i, "when", "plans", j),
+                            f"unknown plan {plan!r}{did_you_mean(plan, plan_ids)}",
+                        )
+                    )
+            for j, category in enumerate(_strings(when.get("categories"))):
+                if category not in categories:
+                    problems.append(
+                        (
+                            ("actions", i, "when", "categories", j),
+                            f"unknown category {category!r}{did_you_mean(category, categories)}"
+                            f" (billing.categories: {', '.join(categories)})",
+                        )
+                    )
+        paid = action.get("paid_option")
+        if isinstance(paid, Mapping):
+            for lang in paid:
+                problems += _language_problems(
+                    ("actions", i, "paid_option", lang), lang, declared, "language"
+                )
+        for j, who in enumerate(_strings(action.get("notify"))):
+            if who not in ESCALATION_ROLES and who not in agent_ids:
+                options = [*ESCALATION_ROLES, *agent_ids]
+                problems.append(
+                    (
+                        ("actions", i, "notify", j),
+                        f"unknown agent or role {who!r}{did_you_mean(who, options)}"
+                        f" (roles: {', '.join(ESCALATION_ROLES)})",
+                    )
+                )
+    return problems
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, (list, tuple)) else []
+
+
+def _category_names(data: Mapping[str, Any]) -> list[str]:
+    billing = data.get("billing")
+    if isinstance(billing, Mapping) and isinstance(billing.get("categories"), Mapping):
+        return [str(c) for c in billing["categories"]]
+    return list(BillingSpec().categories)
 
 
 def _billing_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     """Categories named by classification and assignment rules must exist in
     ``billing.categories``."""
-    billing = data.get("billing")
-    categories: list[str]
-    if isinstance(billing, Mapping) and isinstance(billing.get("categories"), Mapping):
-        categories = [str(c) for c in billing["categories"]]
-    else:
-        categories = list(BillingSpec().categories)
+    categories = _category_names(data)
     problems: list[tuple[Loc, str]] = []
     classification = data.get("classification")
     rules = classification.get("rules") if isinstance(classification, Mapping) else None

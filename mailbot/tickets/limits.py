@@ -19,13 +19,14 @@ from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from mailbot.domain import ReplyKind
 from mailbot.rules.schema import Rules
 from mailbot.tickets.models import OutboxRow, SuppressedAddress
 
 log = logging.getLogger(__name__)
 
 #: Outbox kinds that are automatic answers to outsiders.
-AUTOMATIC_KINDS = ("ack", "wiki")
+AUTOMATIC_KINDS = tuple(kind.value for kind in ReplyKind)
 
 
 async def auto_reply_refusal(

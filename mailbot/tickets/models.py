@@ -68,6 +68,8 @@ class Ticket(Model):
     #: The customer's account (rules.yaml ``accounts``, or the customer entry's match).
     account = fields.CharField(max_length=320, null=True, db_index=True)
     category = fields.CharField(max_length=32, default="")
+    #: The first message read as a how-to question (counted for training offers).
+    howto = fields.BooleanField(default=False)
     resolved_at = fields.DatetimeField(null=True)
     spam = fields.BooleanField(default=False)
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(

@@ -193,6 +193,7 @@ async def _open_ticket(
         priority=priority,
         account=decision.account[:_ADDRESS_MAX] if decision.account else None,
         category=decision.category,
+        howto=decision.howto,
     )
 
 

@@ -178,7 +178,9 @@ def test_template_kind_and_name_are_checked() -> None:
 def test_template_defaults_are_kept_when_one_is_given() -> None:
     rules = parse_rules(GOOD + "templates:\n  wiki: howto\n", "rules.yaml")
     assert (rules.templates.ack, rules.templates.wiki) == ("ack", "howto")
-    assert rules.templates.names() == ("ack", "howto")
+    assert rules.templates.names() == ("ack", "howto", "out_of_scope", "training")
+    # Only the ones in use are required in every language: no action table, no others.
+    assert rules.reply_template_names() == ("ack", "howto")
 
 
 def test_duplicate_keys_are_reported_with_both_lines() -> None:
@@ -302,15 +304,19 @@ def test_every_shipped_template_validates_and_renders() -> None:
                 "support_name": rules.identity.name,
                 "support_address": rules.identity.address,
                 "articles": [{"title": "Frakt", "url": "https://docs.example.com/frakt"}],
+                "paid_option": "Paid support: 60 EUR an hour.",
             }
             out = renderer.render(rules.templates[kind], language, context)
             assert out.subject == "Re: Frakt"
             assert "#1042" in out.text
             assert out.html is not None and "#1042" in out.html
             assert promise_text(plan, language) in out.text
-            if kind is ReplyKind.WIKI:
+            if kind in (ReplyKind.WIKI, ReplyKind.TRAINING):
                 assert "https://docs.example.com/frakt" in out.text
-            else:
+            if kind in (ReplyKind.OUT_OF_SCOPE, ReplyKind.TRAINING):
+                assert "Paid support: 60 EUR an hour." in out.text
+                assert "Paid support: 60 EUR an hour." in out.html
+            if kind is not ReplyKind.WIKI:
                 assert "[#1042]" in out.text
 
 
