@@ -36,13 +36,82 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--once", action="store_true", help="process the mailbox, drain, exit")
 
-    sub.add_parser("demo", help="run the whole path on local servers and show what happened")
-    sub.add_parser("check", help="validate settings, rules and templates")
+    status = sub.add_parser(
+        "status", help="the daemon (running?, rules version, last reload, last IMAP sync), queues"
+    )
+    status.add_argument("--json", action="store_true")
 
-    sim = sub.add_parser("simulate", help="what would happen to a message (writes nothing)")
-    sim.add_argument("file", type=Path)
+    sub.add_parser("demo", help="run the whole path on local servers and show what happened")
+    check = sub.add_parser(
+        "check", help="validate settings, rules and templates; warn about likely mistakes"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 when there are warnings (exit 0 without)"
+    )
+    sub.add_parser(
+        "schema", help="print the JSON Schema of rules.yaml (the shipped rules.schema.json)"
+    )
+
+    sim = sub.add_parser(
+        "simulate",
+        help="what would happen to a message, or to a folder of mail (writes nothing)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+What mailbot would do with mail, writing nothing and sending nothing.
+
+  mailbot simulate FILE.eml [--json] [--at TIME] [--rules OTHER.yaml [--templates DIR]]
+  mailbot simulate --corpus DIR [--json] [--at TIME] [--rules A.yaml]
+  mailbot simulate --corpus DIR [--rules A.yaml] --diff B.yaml [--examples N] [--json]
+
+FILE: the decision trace of one message, threaded against the live database (read only).
+--corpus: every message under DIR (recursively: .eml files, mbox files, Maildirs, read as
+`mailbot import` reads them) parsed and decided, each as if it were the first mail seen (an
+empty throw-away database; the live one is not opened); prints counts per outcome (the
+answer's kind, or why there is none), plan, language and new tickets' severity.
+--diff B.yaml: the same mail under a second rules file (A: --rules, else the configured
+one); prints the outcome transitions (from -> to: count) with the first N files of each,
+and changes of plan, language and severity. Exit 1 when any message made us fail.""",
+    )
+    sim_what = sim.add_mutually_exclusive_group(required=True)
+    sim_what.add_argument("file", nargs="?", type=Path, help="one message (.eml)")
+    sim_what.add_argument(
+        "--corpus", type=Path, metavar="DIR", help="every message under DIR, summed up"
+    )
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--at", help="pretend the message arrives at this ISO time")
+    sim.add_argument(
+        "--rules",
+        dest="simulate_rules",
+        type=Path,
+        metavar="RULES.yaml",
+        help="decide under this rules file instead of the configured one",
+    )
+    sim.add_argument(
+        "--templates",
+        dest="simulate_templates",
+        type=Path,
+        metavar="DIR",
+        help="templates for --rules (default: templates/ beside it, else the configured ones)",
+    )
+    sim.add_argument(
+        "--diff",
+        type=Path,
+        metavar="B.yaml",
+        help="also decide under B.yaml and show what would change",
+    )
+    sim.add_argument(
+        "--diff-templates",
+        type=Path,
+        metavar="DIR",
+        help="templates for --diff (default: templates/ beside it, else those of --rules)",
+    )
+    sim.add_argument(
+        "--examples",
+        type=int,
+        default=3,
+        metavar="N",
+        help="example files shown per transition with --diff (default 3)",
+    )
 
     imp = sub.add_parser("import", help="run .eml files, mbox files or Maildirs through intake")
     imp.add_argument("paths", nargs="+", type=Path)
@@ -189,14 +258,34 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from mailbot.demo import run_demo
 
         return await run_demo(rules=Path(args.rules) if args.rules else None)
+    if args.command == "schema":
+        return commands.schema()
     settings = _settings(args)
     if args.command == "run":
         return await commands.run(settings, once=args.once)
+    if args.command == "status":
+        return await commands.status(settings, as_json=args.json)
     if args.command == "check":
-        return await commands.check(settings)
+        return await commands.check(settings, strict=args.strict)
     if args.command == "simulate":
-        at = datetime.fromisoformat(args.at) if args.at else None
-        return await commands.simulate(settings, args.file, as_json=args.json, at=at)
+        try:
+            at = datetime.fromisoformat(args.at) if args.at else None
+        except ValueError as exc:
+            raise ConfigError(
+                f"simulate --at {args.at!r}: not an ISO time (2026-11-23T10:00+01:00)"
+            ) from exc
+        return await commands.simulate(
+            settings,
+            args.file,
+            as_json=args.json,
+            at=at,
+            rules=args.simulate_rules,
+            templates=args.simulate_templates,
+            corpus=args.corpus,
+            diff=args.diff,
+            diff_templates=args.diff_templates,
+            examples=args.examples,
+        )
     if args.command == "import":
         return await commands.import_paths(settings, args.paths, send=not args.no_send)
     if args.command == "tickets":

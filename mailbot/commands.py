@@ -43,7 +43,69 @@ async def run(settings: Settings, *, once: bool) -> int:
     return 0
 
 
-async def check(settings: Settings) -> int:
+async def status(settings: Settings, *, as_json: bool) -> int:
+    """The daemon's state file (whether it runs, rules version, last reload, last IMAP sync)
+    and the database's queues. Writes nothing; works with no daemon and no database."""
+    from tortoise.exceptions import DBConnectionError, OperationalError
+
+    from mailbot.cli import dump_json
+    from mailbot.policy import content_version
+    from mailbot.status import (
+        daemon_running,
+        database_counts,
+        format_status,
+        read_status,
+        status_path,
+    )
+
+    path = status_path(settings.state_dir)
+    state = await asyncio.to_thread(read_status, path) or {}
+    rules: dict[str, Any] = dict(state.get("rules") or {})
+    files = [Path(p) for p in rules.get("files") or []] or [settings.rules_path]
+    templates = Path(rules.get("templates") or settings.templates_dir)
+    try:
+        rules["on_disk"] = await asyncio.to_thread(content_version, files, templates)
+    except ConfigError:
+        rules["on_disk"] = None
+    report: dict[str, Any] = {
+        "state_file": str(path),
+        "daemon": {
+            "running": daemon_running(state or None),
+            **{key: state.get(key) for key in ("pid", "host", "mode", "started", "stopped")},
+            "updated": state.get("updated"),
+        },
+        "rules": rules,
+        "reloads": state.get("reloads"),
+        "last_reload": state.get("last_reload"),
+        "imap": state.get("imap"),
+        "database": None,
+        "database_error": None,
+    }
+    url = settings.db_url
+    sqlite_file = Path(url.removeprefix("sqlite://").split("?")[0])
+    if url.startswith("sqlite://") and not await asyncio.to_thread(sqlite_file.exists):
+        report["database_error"] = f"no database yet ({redact(url)})"
+    else:
+        try:
+            await open_database(url, create_schema=False)
+            try:
+                report["database"] = await database_counts()
+            finally:
+                await close_database()
+        except (OperationalError, DBConnectionError, OSError) as exc:
+            report["database_error"] = f"{redact(url)}: {exc}"
+    if as_json:
+        _out(dump_json(report))
+    else:
+        for line in format_status(report):
+            _out(line)
+    return 0
+
+
+async def check(settings: Settings, *, strict: bool = False) -> int:
+    """Validate everything; then print warnings (exit 1 on them with ``strict``)."""
+    from mailbot.rules.lint import lint_file
+
     policy = load_policy(settings.rules_path, settings.templates_dir)
     rules = policy.rules
     _out(f"rules:     {settings.rules_path} OK (version {rules.version})")
@@ -58,6 +120,17 @@ async def check(settings: Settings) -> int:
     _out(
         f"smtp:      {settings.smtp.redacted() if settings.smtp else 'not set (MAILBOT_SMTP_URL)'}"
     )
+    warnings = lint_file(rules, settings.rules_path, settings.templates_dir)
+    for line in warnings:
+        _out(line)
+    return 1 if strict and warnings else 0
+
+
+def schema() -> int:
+    """Print the JSON Schema of rules.yaml (what ships as rules.schema.json)."""
+    from mailbot.rules.json_schema import schema_text
+
+    sys.stdout.write(schema_text())
     return 0
 
 
@@ -75,17 +148,42 @@ async def _open_for_reading(settings: Settings) -> None:
     await open_database(url, create_schema=False)
 
 
-async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetime | None) -> int:
+async def simulate(
+    settings: Settings,
+    file: Path | None,
+    *,
+    as_json: bool,
+    at: datetime | None,
+    rules: Path | None = None,
+    templates: Path | None = None,
+    corpus: Path | None = None,
+    diff: Path | None = None,
+    diff_templates: Path | None = None,
+    examples: int = 3,
+) -> int:
+    """One message's decision trace, or (``corpus``, or ``diff``) a folder's summary."""
     from mailbot.cli import dump_json
+    from mailbot.simulation import templates_for
 
-    policy = load_policy(settings.rules_path, settings.templates_dir)
-    raw = await asyncio.to_thread(file.read_bytes)
-    clock = FixedClock(at) if at else SystemClock()
+    rules_path = rules or settings.rules_path
+    templates_dir = templates_for(rules, templates, settings.templates_dir)
+    target = corpus if corpus is not None else file
+    assert target is not None  # the CLI requires FILE or --corpus
+    if corpus is not None or diff is not None:
+        rule_files = [(rules_path, templates_dir)]
+        if diff is not None:
+            rule_files.append((diff, templates_for(diff, diff_templates, templates_dir)))
+        return await _simulate_corpus(
+            settings, target, rule_files, as_json=as_json, at=at, examples=examples
+        )
+    policy = load_policy(rules_path, templates_dir)
+    raw = await asyncio.to_thread(target.read_bytes)
+    clock = FixedClock(_aware(at, policy)) if at else SystemClock()
     try:
         parsed = await parse_off_loop(raw)
     except ParseError as exc:
-        result: dict[str, object] = {"file": str(file), "quarantine": True, "error": str(exc)}
-        _out(dump_json(result) if as_json else f"{file}: would be quarantined: {exc}")
+        result: dict[str, object] = {"file": str(target), "quarantine": True, "error": str(exc)}
+        _out(dump_json(result) if as_json else f"{target}: would be quarantined: {exc}")
         return 0
     await _open_for_reading(settings)
     key = peek_key(settings)
@@ -106,6 +204,46 @@ async def simulate(settings: Settings, file: Path, *, as_json: bool, at: datetim
     else:
         _print_simulation(result)
     return 0
+
+
+def _aware(at: datetime, policy: Policy) -> datetime:
+    """``--at`` without a UTC offset is a time in the rules' time zone."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=policy.rules.tz)
+
+
+async def _simulate_corpus(
+    settings: Settings,
+    root: Path,
+    rule_files: list[tuple[Path, Path]],
+    *,
+    as_json: bool,
+    at: datetime | None,
+    examples: int,
+) -> int:
+    """``simulate --corpus`` (and ``--diff``): see mailbot.simulation. Exit 1 on errors."""
+    from mailbot import simulation
+    from mailbot.cli import dump_json
+
+    rulesets = [simulation.Ruleset.load(path, tpl) for path, tpl in rule_files]
+    key = peek_key(settings)
+    run = await simulation.run_corpus(
+        root,
+        rulesets,
+        _aware(at, rulesets[0].policy) if at else SystemClock().now(),
+        TokenSigner(key) if key is not None else None,
+    )
+    if len(rulesets) > 1:
+        diff = simulation.diff_runs(run, examples=examples)
+        errors = len(diff.before.errors) + len(diff.after.errors)
+        data = simulation.diff_json(run, diff)
+        lines = simulation.diff_lines(run, diff)
+    else:
+        summary = simulation.summarise(run)
+        errors = len(summary.errors)
+        data = simulation.run_json(run)
+        lines = simulation.summary_lines(run, summary)
+    _out(dump_json(data) if as_json else "\n".join(lines))
+    return 1 if errors else 0
 
 
 def simulation_result(policy: Policy, analysis: Analysis, now: datetime) -> dict[str, object]:

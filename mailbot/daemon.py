@@ -1,15 +1,24 @@
-"""Lifecycle: one TaskGroup owns the poller and the sender; APScheduler only wakes the sender.
+"""Lifecycle: one TaskGroup owns the poller, the sender, the reminder sweep and the rules
+watcher; APScheduler only wakes the sweeps.
 
 ``run_once`` (``mailbot run --once``, tests, the demo) processes what is in the mailbox, then
-drains the outbox and returns. ``run`` loops both until SIGTERM/SIGINT.
+drains the outbox and returns. ``run`` loops until SIGTERM/SIGINT; SIGHUP, and a change of
+rules.yaml or a template, reload the rules (``mailbot.reload``). With a ``status_file`` the
+daemon keeps ``mailbot status``'s state file up to date (``mailbot.status``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tortoise.transactions import in_transaction
@@ -17,13 +26,18 @@ from tortoise.transactions import in_transaction
 from mailbot.agents.secret_key import signer_for
 from mailbot.clock import Clock, SystemClock
 from mailbot.domain import Disposition
+from mailbot.endpoints import Endpoint
+from mailbot.errors import ConfigError
 from mailbot.ingest.pipeline import Intake
+from mailbot.mailbox.imap import ImapSession
 from mailbot.mailbox.poller import MailboxPoller
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
+from mailbot.reload import RELOAD_POLL_SECONDS, ReloadOutcome, RulesReloader
 from mailbot.reminders import ReminderSweeper
 from mailbot.settings import Settings
-from mailbot.tickets.database import close_database, open_database
+from mailbot.status import status_path, write_status
+from mailbot.tickets.database import close_database, missing_columns, open_database, redact
 from mailbot.tickets.models import OutboxRow, Ticket
 from mailbot.tickets.notices import notify_agents
 
@@ -43,8 +57,54 @@ class RunReport:
     sent: int = 0
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+class WatchedPoller(MailboxPoller):
+    """The poller, remembering when each IMAP sync ended and how (for ``mailbot status``)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        intake: Intake,
+        settings: Settings,
+        clock: Clock,
+        *,
+        on_stored: Callable[[], None],
+        on_synced: Callable[[], None],
+    ) -> None:
+        super().__init__(endpoint, intake, settings, clock, on_stored=on_stored)
+        self.on_synced = on_synced
+        self.last_sync: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+
+    async def sync(self, session: ImapSession) -> int:
+        try:
+            handled = await super().sync(session)
+        except Exception as exc:
+            self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
+            self.on_synced()
+            raise
+        self.last_sync = _now()
+        self.on_synced()
+        return handled
+
+
 class Daemon:
-    def __init__(self, settings: Settings, policy: Policy, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        clock: Clock | None = None,
+        *,
+        status_file: Path | None = None,
+    ) -> None:
         imap, smtp = settings.require_servers()
         self.settings = settings
         self.policy = policy
@@ -52,12 +112,87 @@ class Daemon:
         self.intake = Intake(policy, self.clock, signer=signer_for(settings))
         self.wake_sender = asyncio.Event()
         self.wake_reminders = asyncio.Event()
-        self.poller = MailboxPoller(
-            imap, self.intake, settings, self.clock, on_stored=self._on_stored
+        self.poller = WatchedPoller(
+            imap,
+            self.intake,
+            settings,
+            self.clock,
+            on_stored=self._on_stored,
+            on_synced=self._write_status,
         )
         self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
         self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
+        self.reloader = RulesReloader(
+            settings.rules_path,
+            settings.templates_dir,
+            current=lambda: self.policy,
+            swap=self.swap_policy,
+            on_outcome=self._reloaded,
+        )
+        #: SIGHUP sets it; the watcher reloads. Files are looked at this often.
+        self.wake_reload = asyncio.Event()
+        self.reload_poll_seconds = RELOAD_POLL_SECONDS
         self.stop = asyncio.Event()
+        #: Set once ``run`` handles signals and its tasks are started.
+        self.ready = asyncio.Event()
+        self.status_file = status_file
+        self.started = _now()
+        self.stopped: datetime | None = None
+        self.mode = "run"
+        self._status_failed = False
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Install a new ruleset. One synchronous step on the event loop: every reader (intake,
+        reminders, this daemon) sees the old or the new one; messages in hand keep theirs."""
+        self.policy = policy
+        self.intake.policy = policy
+
+    def request_reload(self) -> None:
+        """The SIGHUP handler: the watcher task reloads at once."""
+        self.wake_reload.set()
+
+    def _reloaded(self, outcome: ReloadOutcome) -> None:
+        self._write_status()
+
+    def status(self) -> dict[str, object]:
+        """What ``mailbot status`` reads from the state file."""
+        last = self.reloader.last
+        policy = self.policy
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "mode": self.mode,
+            "started": _iso(self.started),
+            "stopped": _iso(self.stopped),
+            "updated": _iso(_now()),
+            "rules": {
+                "version": policy.version,
+                "loaded_at": _iso(policy.loaded_at),
+                # Absolute: `mailbot status` may run in another directory.
+                "files": [os.path.abspath(path) for path in policy.files],
+                "templates": os.path.abspath(self.settings.templates_dir),
+            },
+            "reloads": {"ok": self.reloader.succeeded, "failed": self.reloader.failed},
+            "last_reload": last.as_json() if last else None,
+            "imap": {
+                "mailbox": self.poller.label,
+                "last_sync": _iso(self.poller.last_sync),
+                "last_error": self.poller.last_error,
+                "last_error_at": _iso(self.poller.last_error_at),
+            },
+        }
+
+    def _write_status(self) -> None:
+        if self.status_file is None:
+            return
+        try:
+            write_status(self.status_file, self.status())
+        except OSError as exc:
+            if not self._status_failed:
+                log.warning("cannot write the state file %s: %s", self.status_file, exc)
+            self._status_failed = True
+        else:
+            self._status_failed = False
 
     async def _undeliverable(self, row: OutboxRow, reason: str) -> None:
         """A mail to a customer failed for good: the ticket's agents are told (recorded on
@@ -83,6 +218,8 @@ class Daemon:
         self.wake_reminders.set()  # new rows may be due earlier than the scheduled wake-up
 
     async def run_once(self) -> RunReport:
+        self.mode = "once"
+        self._write_status()
         before = dict(self.poller.stats)
         await self.poller.run_once()
         ingested = {k: v - before.get(k, 0) for k, v in self.poller.stats.items()}
@@ -140,39 +277,86 @@ class Daemon:
                 )
             await self._wait(self.wake_reminders)
 
+    async def _reload_loop(self) -> None:
+        """SIGHUP reloads at once; otherwise the files are looked at every few seconds (the
+        first look compares them with what was loaded at start)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait(self.wake_reload), self.reload_poll_seconds)
+            if self.stop.is_set():
+                return
+            try:
+                if self.wake_reload.is_set():
+                    self.wake_reload.clear()
+                    await self.reloader.reload("SIGHUP")
+                else:
+                    await self.reloader.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("looking for changed rules failed; trying again")
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.mode = "run"
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
             self.wake_sender.set, "interval", seconds=SWEEP_SECONDS, id="outbox-sweep"
         )
         scheduler.start()
         log.info(
-            "mailbot running: %s -> %s",
+            "mailbot running: %s -> %s, rules version %s",
             self.poller.label,
             self.sender.transport.endpoint.redacted(),
+            self.policy.version,
         )
+        self._write_status()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.poller.run(self.stop))
                 group.create_task(self._sender_loop())
                 group.create_task(self._reminder_loop(scheduler))
+                group.create_task(self._reload_loop())
+                self.ready.set()
         finally:
             scheduler.shutdown(wait=False)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            self.finish()
         log.info("mailbot stopped")
+
+    def finish(self) -> None:
+        """Record in the state file that this daemon has stopped."""
+        self.stopped = _now()
+        self._write_status()
+
+
+async def require_schema(url: str) -> None:
+    """Refuse a database that lacks a column of the models (created by an earlier build:
+    there are no migrations yet, and every message would fail to store)."""
+    missing = await missing_columns()
+    if missing:
+        raise ConfigError(
+            f"database {redact(url)} lacks the columns {', '.join(missing)} (it was created by"
+            " an earlier mailbot; there are no migrations yet): start a new database, or add"
+            " them with ALTER TABLE ... ADD COLUMN (see mailbot/tickets/models.py)"
+        )
 
 
 async def run_daemon(settings: Settings, *, once: bool) -> RunReport | None:
     policy = load_policy(settings.rules_path, settings.templates_dir)
     await open_database(settings.db_url)
     try:
-        daemon = Daemon(settings, policy)
+        await require_schema(settings.db_url)
+        daemon = Daemon(settings, policy, status_file=status_path(settings.state_dir))
         if once:
-            return await daemon.run_once()
+            try:
+                return await daemon.run_once()
+            finally:
+                daemon.finish()
         await daemon.run()
         return None
     finally:

@@ -1,11 +1,21 @@
-"""A loaded, validated ruleset with everything derived from it, swapped as one value."""
+"""A loaded, validated ruleset with everything derived from it, swapped as one value.
+
+Each ruleset has a ``version``: the first 12 hex digits of a SHA-256 over the bytes of
+rules.yaml (and the files it includes) and of every template file (``*.j2``). The same files
+give the same version on every machine and after every restart, so a stored message's
+``rules_version`` names the exact rules and templates it was decided and answered under.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailbot.domain import Address
+from mailbot.errors import ConfigError
 from mailbot.outbound.compose import loop_marker
 from mailbot.outbound.render import TemplateRenderer
 from mailbot.rules.loader import load_rules
@@ -16,12 +26,23 @@ TEAM_TEMPLATES = ("reminder", "escalation")
 AGENT_TEMPLATES = ("notify", "agent_error", "timebank_low")
 CUSTOMER_TEMPLATES = ("relay",)
 
+VERSION_DIGITS = 12
+TEMPLATE_GLOB = "*.j2"
+# Files that change while they are being loaded: read them again, at most this often.
+_LOAD_ATTEMPTS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     rules: Rules
     renderer: TemplateRenderer
     source: Path
+    #: Content hash of the rules files and the templates (see the module docstring).
+    version: str = ""
+    #: When this process loaded it (UTC).
+    loaded_at: datetime | None = None
+    #: rules.yaml first, then every file it includes: what a reload watches.
+    files: tuple[Path, ...] = field(default=())
 
     @property
     def support(self) -> Address:
@@ -40,16 +61,91 @@ class Policy:
         return self.rules.identity.address.rpartition("@")[2].lower()
 
 
-def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
-    """Load rules.yaml and check that every template it can use exists in every language."""
+def included_files(rules: Rules) -> tuple[Path, ...]:
+    """The files rules.yaml pulled in (customer lists...): the loader lists them in
+    ``Rules.included_files`` when it includes any; none without."""
+    return tuple(Path(p) for p in getattr(rules, "included_files", ()))
+
+
+def template_files(templates_dir: Path) -> list[Path]:
+    """Every template file below ``templates_dir`` (hidden files, e.g. editors' swap files,
+    left out), sorted."""
+    if not templates_dir.is_dir():
+        return []
+    return sorted(
+        path
+        for path in templates_dir.rglob(TEMPLATE_GLOB)
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(templates_dir).parts)
+    )
+
+
+def content_version(rule_files: Sequence[Path], templates_dir: Path) -> str:
+    """The ruleset version of these files as they are on disk now (12 hex digits).
+
+    Each file enters with its role, its name (rules.yaml by its base name, templates
+    relative to ``templates_dir``: the same content in another directory is the same
+    version) and its length; a missing file counts as missing.
+    """
+    named = [
+        ("rules", path.name if i == 0 else str(path), path) for i, path in enumerate(rule_files)
+    ]
+    named += [
+        ("template", path.relative_to(templates_dir).as_posix(), path)
+        for path in template_files(templates_dir)
+    ]
+    digest = hashlib.sha256(b"mailbot-rules-v1\0")
+    for kind, name, path in named:
+        digest.update(f"{kind}\0{name}\0".encode())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            digest.update(b"missing\0")
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        digest.update(b"%d\0" % len(data))
+        digest.update(data)
+    return digest.hexdigest()[:VERSION_DIGITS]
+
+
+def _load(rules_path: Path, templates_dir: Path) -> tuple[Rules, TemplateRenderer]:
     rules = load_rules(rules_path)
     renderer = TemplateRenderer(templates_dir, default_language=rules.default_language)
     renderer.validate(
-        names=(*rules.templates.names(), *CUSTOMER_TEMPLATES), languages=rules.languages
+        names=(*rules.reply_template_names(), *CUSTOMER_TEMPLATES), languages=rules.languages
     )
     # Notices to the team are written in the default language (or an agent's own).
     team_languages = dict.fromkeys(
         [rules.default_language, *(a.language for a in rules.agents.values() if a.language)]
     )
     renderer.validate(names=(*TEAM_TEMPLATES, *AGENT_TEMPLATES), languages=list(team_languages))
-    return Policy(rules=rules, renderer=renderer, source=rules_path)
+    return rules, renderer
+
+
+def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
+    """Load rules.yaml and check that every template it can use exists in every language.
+
+    The version is the hash of the files as they were while loading: they are hashed before
+    and after, and read again when they changed in between (an editor or a deploy writing).
+    Raises :class:`ConfigError` (``RulesError`` for rules.yaml) naming file, line and field.
+    """
+    files: tuple[Path, ...] = (rules_path,)
+    for _ in range(_LOAD_ATTEMPTS):
+        before = content_version(files, templates_dir)
+        rules, renderer = _load(rules_path, templates_dir)
+        loaded = (rules_path, *included_files(rules))
+        after = content_version(loaded, templates_dir)
+        if loaded == files and after == before:
+            return Policy(
+                rules=rules,
+                renderer=renderer,
+                source=rules_path,
+                version=after,
+                loaded_at=datetime.now(UTC),
+                files=files,
+            )
+        files = loaded
+    raise ConfigError(
+        f"{rules_path}: the rules or templates kept changing while being loaded; try again"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 # Messages above this size are parsed in a worker thread so the event loop stays responsive.
 PARSE_IN_THREAD_BYTES = 256 * 1024
+# The ruleset each Intake decides the message in hand under (a reload swaps only later ones).
+_PINNED: ContextVar[tuple[Intake, Policy] | None] = ContextVar("intake_policy", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +244,29 @@ class Intake:
         signer: TokenSigner,
         send_replies: bool = True,
     ) -> None:
-        self.policy = policy
+        self._policy = policy
         self.clock = clock
         self.signer = signer
         self.send_replies = send_replies
 
+    @property
+    def policy(self) -> Policy:
+        """The ruleset of the message in hand (pinned by ``accept``), else the current one."""
+        pinned = _PINNED.get()
+        return pinned[1] if pinned is not None and pinned[0] is self else self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy  # a reload: messages already in hand keep their ruleset
+
     async def accept(self, raw: bytes, origin: Origin) -> Outcome:
+        pin = _PINNED.set((self, self._policy))
+        try:
+            return await self._accept(raw, origin)
+        finally:
+            _PINNED.reset(pin)
+
+    async def _accept(self, raw: bytes, origin: Origin) -> Outcome:
         digest = sha256_hex(raw)
         try:
             parsed = await parse_off_loop(raw)
@@ -305,6 +325,7 @@ class Intake:
                 new_text=analysis.text,
                 now=now,
                 priority=policy.rules.plans[decision.plan].priority,
+                rules_version=policy.version,
             )
             ticket_id = applied.ticket_id
             if ticket_id is not None and decision.sla is not None:
@@ -473,6 +494,7 @@ class Intake:
             role="agent"
             if verdict.role is MailRole.AGENT_REPLY
             else ("internal" if verdict.internal else "agent"),
+            rules_version=self.policy.version,
         )
         reason = verdict.reason
         if verdict.internal and not self.send_replies:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
 
 from mailbot.errors import ConfigError
 
@@ -47,6 +47,32 @@ async def open_database(url: str, *, create_schema: bool = True) -> None:
     if create_schema:
         await Tortoise.generate_schemas(safe=True)
     log.info("database open: %s", redact(url))
+
+
+async def missing_columns() -> list[str]:
+    """``table.column`` of every model column the open database lacks. There are no
+    migrations yet: ``generate_schemas(safe=True)`` creates missing tables but never adds a
+    column to an existing one, so a database from an earlier build lacks the newer ones."""
+    conn = connections.get("default")
+    sqlite = conn.capabilities.dialect == "sqlite"
+    missing: list[str] = []
+    for model in Tortoise.apps["models"].values():
+        meta = model._meta
+        table = meta.db_table
+        if sqlite:
+            rows = await conn.execute_query_dict(f'PRAGMA table_info("{table}")')
+            have = {str(row["name"]) for row in rows}
+        else:
+            rows = await conn.execute_query_dict(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = $1",
+                [table],
+            )
+            have = {str(row["column_name"]) for row in rows}
+        if not have:
+            continue  # no table at all: generate_schemas creates it
+        missing += [f"{table}.{c}" for c in meta.fields_db_projection.values() if c not in have]
+    return missing
 
 
 async def close_database() -> None:

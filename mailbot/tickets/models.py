@@ -127,6 +127,9 @@ class Message(Model):
     #: (an agent's mail to us), ``internal`` (notes, notifications, unauthorised replies to
     #: them), ``system`` (our automatic answers).
     role = fields.CharField(max_length=16, default="customer")
+    #: The ruleset version (mailbot.policy) an inbound message was decided under. A new
+    #: column: databases created before it lack it (no migrations yet).
+    rules_version = fields.CharField(max_length=16, null=True)
 
     class Meta:
         table = "message"

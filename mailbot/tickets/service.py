@@ -219,8 +219,10 @@ async def apply_inbound(
     new_text: str,
     now: datetime,
     priority: int = 0,
+    rules_version: str | None = None,
 ) -> Applied:
-    """Store the message and apply the ticket action."""
+    """Store the message and apply the ticket action (``rules_version``: the ruleset that
+    decided it)."""
     action = decision.thread.action
     ticket: Ticket | None = None
     resumed = False
@@ -258,6 +260,7 @@ async def apply_inbound(
         auto_reason=decision.auto.reason,
         bounce=decision.auto.bounce,
         role="customer",
+        rules_version=rules_version,
     )
     return Applied(ticket.id if ticket else None, row_id, resumed, ticket)
 
@@ -276,8 +279,10 @@ async def store_inbound(
     auto_reason: str | None,
     bounce: bool = False,
     role: str = "customer",
+    rules_version: str | None = None,
 ) -> int:
-    """One received message row (raw bytes kept); ``role`` says who may see it."""
+    """One received message row (raw bytes kept); ``role`` says who may see it,
+    ``rules_version`` which ruleset decided it."""
     row = await Message.create(
         using_db=conn,
         ticket_id=ticket_id,
@@ -298,6 +303,7 @@ async def store_inbound(
         auto_reason=auto_reason,
         bounce=bounce,
         role=role,
+        rules_version=rules_version,
     )
     return row.id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +234,16 @@ def test_escalation_recipients_resolve_roles(rules: Rules) -> None:
     assert who("team", assignee="olle") == ("lena@example.com", "olle@example.com")
     assert who("assignee", "olle", assignee="olle") == ("olle@example.com",)
     assert who("mona", "leads", team="support") == ("mona@example.com", "lena@example.com")
+
+
+def test_a_template_an_action_names_must_exist_in_every_language(tmp_path: Path) -> None:
+    from mailbot.errors import ConfigError
+    from mailbot.policy import load_policy
+    from tests.e2e.conftest import REPO
+
+    path = tmp_path / "rules.yaml"
+    text = "actions:\n  - {name: x, do: out_of_scope, template: hosting_notice}\n"
+    path.write_text(RULES + PEOPLE + text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_policy(path, REPO / "templates")
+    assert "hosting_notice" in str(info.value)
