@@ -109,9 +109,24 @@ def content_version(rule_files: Sequence[Path], templates_dir: Path) -> str:
     return digest.hexdigest()[:VERSION_DIGITS]
 
 
+def fallback_files(rules_path: Path, rules: Rules) -> tuple[Path, ...]:
+    """The template files of ``templates.extends``: part of the ruleset (its version, what a
+    reload watches) like rules.yaml itself."""
+    return tuple(f for d in rules.templates.fallback_dirs(rules_path) for f in template_files(d))
+
+
 def _load(rules_path: Path, templates_dir: Path) -> tuple[Rules, TemplateRenderer]:
     rules = load_rules(rules_path)
-    renderer = TemplateRenderer(templates_dir, default_language=rules.default_language)
+    fallbacks = rules.templates.fallback_dirs(rules_path)
+    for directory in fallbacks:
+        if not directory.is_dir():
+            raise ConfigError(
+                f"{rules_path}: templates.extends: {rules.templates.extends!r} is not a"
+                f" directory ({directory})"
+            )
+    renderer = TemplateRenderer(
+        templates_dir, default_language=rules.default_language, fallbacks=fallbacks
+    )
     renderer.validate(
         names=(*rules.reply_template_names(), *CUSTOMER_TEMPLATES), languages=rules.languages
     )
@@ -134,7 +149,7 @@ def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
     for _ in range(_LOAD_ATTEMPTS):
         before = content_version(files, templates_dir)
         rules, renderer = _load(rules_path, templates_dir)
-        loaded = (rules_path, *included_files(rules))
+        loaded = (rules_path, *included_files(rules), *fallback_files(rules_path, rules))
         after = content_version(loaded, templates_dir)
         if loaded == files and after == before:
             return Policy(

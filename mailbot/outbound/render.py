@@ -12,14 +12,15 @@ the customer wrote reaches a template only as a context *value*, never as templa
 so ``{{ 7*7 }}`` in a subject stays literally ``{{ 7*7 }}``.
 
 When a language has no such template the rules' default language is used; the subject and
-the text always come from the same language.
+the text always come from the same language. ``fallbacks`` are further directories searched
+in order for any file the first one lacks (rules.yaml ``templates.extends``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,31 +52,56 @@ def _autoescape(template_name: str | None) -> bool:
 class TemplateRenderer:
     """Renders ``<name>`` in a language from the template ``directory``."""
 
-    def __init__(self, directory: Path, *, default_language: str = "en") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        default_language: str = "en",
+        fallbacks: Sequence[Path] = (),
+    ) -> None:
         self.directory = directory
+        self.directories = (directory, *fallbacks)
         self.default_language = default_language
-        self._env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(directory)),
-            undefined=jinja2.StrictUndefined,
-            autoescape=_autoescape,
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
+        # One environment per layer: a template of layer i (and what it includes) is read
+        # from directory i first, then the later ones.
+        self._envs = [
+            SandboxedEnvironment(
+                loader=jinja2.FileSystemLoader([str(d) for d in self.directories[i:]]),
+                undefined=jinja2.StrictUndefined,
+                autoescape=_autoescape,
+                keep_trailing_newline=True,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                auto_reload=False,
+            )
+            for i in range(len(self.directories))
+        ]
 
     @staticmethod
     def template_name(name: str, language: str, part: str) -> str:
         """The loader name of one part, e.g. ``sv/ack.txt.j2``."""
         return f"{language}/{name}.{part}.j2"
 
-    def _path(self, template: str) -> Path:
-        return self.directory / template
+    def _layer(self, name: str, language: str) -> int | None:
+        """The first directory that has the text part of ``name`` in ``language``: all its
+        parts (subject, text, HTML) come from there, never mixed across directories."""
+        text = self.template_name(name, language, TEXT)
+        return next(
+            (i for i, d in enumerate(self.directories) if (d / text).is_file()),
+            None,
+        )
+
+    def _path(self, template: str, layer: int = 0) -> Path:
+        return self.directories[layer] / template
 
     def _exists(self, name: str, language: str, part: str) -> bool:
-        return self._path(self.template_name(name, language, part)).is_file()
+        layer = self._layer(name, language)
+        return (
+            layer is not None
+            and self._path(self.template_name(name, language, part), layer).is_file()
+        )
 
-    def _language_for(self, name: str, language: str) -> str:
+    def _language_for(self, name: str, language: str) -> tuple[str, int]:
         for part in (name, language, self.default_language):
             if not _SAFE_PART.match(part):
                 raise ConfigError(f"{self.directory}: invalid template or language name {part!r}")
@@ -83,32 +109,34 @@ class TemplateRenderer:
             if self._exists(name, candidate, SUBJECT) and self._exists(name, candidate, TEXT):
                 if candidate != language:
                     log.info("no %s template %r: using %s instead", language, name, candidate)
-                return candidate
+                layer = self._layer(name, candidate)
+                assert layer is not None
+                return candidate, layer
         raise ConfigError(
             f"{self._path(self.template_name(name, language, TEXT))}: template missing "
             f"(and no {self.default_language!r} fallback)"
         )
 
-    def _render(self, template: str, context: Mapping[str, object]) -> str:
+    def _render(self, template: str, context: Mapping[str, object], layer: int = 0) -> str:
         try:
-            return self._env.get_template(template).render(dict(context))
+            return self._envs[layer].get_template(template).render(dict(context))
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(
-                f"{self._path(template)}:{exc.lineno}: template syntax error: {exc.message}"
+                f"{self._path(template, layer)}:{exc.lineno}: template syntax error: {exc.message}"
             ) from None
         except jinja2.TemplateError as exc:
-            raise ConfigError(f"{self._path(template)}: cannot render: {exc}") from None
+            raise ConfigError(f"{self._path(template, layer)}: cannot render: {exc}") from None
 
     def render(self, name: str, language: str, context: Mapping[str, object]) -> Rendered:
         """Render the subject, text and (if present) HTML parts of template ``name``."""
-        lang = self._language_for(name, language)
-        subject = self._render(self.template_name(name, lang, SUBJECT), context)
+        lang, layer = self._language_for(name, language)
+        subject = self._render(self.template_name(name, lang, SUBJECT), context, layer)
         # A subject is one header line: fold anything the template or a value let through.
         subject = " ".join(subject.split())
-        text = self._render(self.template_name(name, lang, TEXT), context)
+        text = self._render(self.template_name(name, lang, TEXT), context, layer)
         html = None
         if self._exists(name, lang, HTML):
-            html = self._render(self.template_name(name, lang, HTML), context)
+            html = self._render(self.template_name(name, lang, HTML), context, layer)
         return Rendered(subject=subject, text=text, html=html)
 
     def validate(self, names: Iterable[str], languages: Iterable[str]) -> None:
@@ -120,20 +148,21 @@ class TemplateRenderer:
         wanted = list(names)
         for language in languages:
             for name in wanted:
+                layer = self._layer(name, language) or 0
                 for part in (SUBJECT, TEXT, HTML):
                     template = self.template_name(name, language, part)
-                    if not self._path(template).is_file():
+                    path = self._path(template, layer)
+                    if not path.is_file():
                         if part != HTML:
-                            problems.append(f"{self._path(template)}: template missing")
+                            problems.append(f"{path}: template missing")
                         continue
                     try:
-                        self._env.get_template(template)
+                        self._envs[layer].get_template(template)
                     except jinja2.TemplateSyntaxError as exc:
                         problems.append(
-                            f"{self._path(template)}:{exc.lineno}: template syntax error: "
-                            f"{exc.message}"
+                            f"{path}:{exc.lineno}: template syntax error: {exc.message}"
                         )
                     except jinja2.TemplateError as exc:
-                        problems.append(f"{self._path(template)}: {exc}")
+                        problems.append(f"{path}: {exc}")
         if problems:
             raise ConfigError("\n".join(problems))

@@ -18,6 +18,7 @@ import re
 import weakref
 from collections.abc import Iterable, Mapping
 from datetime import time
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -330,6 +331,9 @@ class Templates(_Model):
     #: The defaults of the action table's out_of_scope and training_offer answers.
     out_of_scope: TemplateName = "out_of_scope"
     training: TemplateName = "training"
+    #: A templates directory (relative to rules.yaml, or absolute) that supplies every
+    #: template file the configured directory lacks: customise a few, inherit the rest.
+    extends: str | None = Field(default=None, min_length=1)
 
     def __getitem__(self, kind: ReplyKind | str) -> str:
         name: str = getattr(self, ReplyKind(kind).value)
@@ -339,6 +343,12 @@ class Templates(_Model):
         """Every template base name configured here (see ``Rules.reply_template_names``
         for the ones in use)."""
         return tuple(dict.fromkeys(self[kind] for kind in ReplyKind))
+
+    def fallback_dirs(self, rules_path: Path) -> tuple[Path, ...]:
+        """The ``extends`` directory, resolved against the rules file's directory."""
+        if self.extends is None:
+            return ()
+        return ((rules_path.parent / self.extends).resolve(),)
 
 
 def window_seconds(text: str) -> int:
