@@ -15,10 +15,19 @@ from mailbot.outbound.compose import (
 )
 from mailbot.outbound.render import Rendered
 from mailbot.policy import Policy
+from mailbot.rules.customers import resolve_customer
 from mailbot.rules.deadline import format_deadline, promise_text
+from mailbot.rules.schema import Rules
 
 # Shown in place of a ticket number when nothing is stored (mailbot simulate).
 UNSAVED_REF = "NEW"
+
+
+def _rules_name(rules: Rules, customer: str) -> str:
+    """The customer's ``name`` in rules.yaml: the greeting's name when the From header gives
+    none (a bare address)."""
+    match = resolve_customer(rules, customer) if customer else None
+    return (match.customer_name or "") if match is not None else ""
 
 
 def reply_context(
@@ -34,7 +43,7 @@ def reply_context(
         "ticket_ref": ticket_ref(rules.identity.ticket_prefix, number),
         "ticket_token": format_token(rules.identity.ticket_prefix, number),
         "subject": subject,
-        "customer_name": reply.to.name,
+        "customer_name": reply.to.name or _rules_name(rules, decision.customer),
         "plan_name": plan.name,
         "promise": promise_text(
             plan,
