@@ -202,6 +202,9 @@ class ReminderSweeper:
             .first()
         )
         parent = first.message_id if first else None
+        # The clock's deadline (a reminder row's due_at is when the reminder goes out).
+        clock = await TicketClock.filter(ticket_id=ticket.id, name=row.clock).using_db(conn).first()
+        deadline = clock.due_at if clock is not None and clock.due_at is not None else row.due_at
         ref = ticket_ref(rules.identity.ticket_prefix, ticket.id)
         context: dict[str, object] = {
             "ticket_ref": ref,
@@ -216,7 +219,7 @@ class ReminderSweeper:
             "clock": row.clock,
             "clock_name": CLOCK_NAMES.get(language, CLOCK_NAMES["en"]).get(row.clock, row.clock),
             "kind": row.kind,
-            "due_text": format_deadline(row.due_at, rules.tz, language),
+            "due_text": format_deadline(deadline, rules.tz, language),
             "support_name": rules.identity.name,
         }
         rendered = policy.renderer.render(template, language, context)

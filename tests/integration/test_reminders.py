@@ -171,3 +171,19 @@ async def test_the_notice_reaches_the_smtp_server_threaded_and_marked(
     assert "#" in str(escalation["Subject"]) and str(escalation["Subject"]).startswith("SLA")
     body = escalation.get_body(preferencelist=("plain",))
     assert body is not None and "Anna Berg" in body.get_content()
+
+
+async def test_a_reminder_names_the_deadline_not_its_own_time(
+    database: str, shipped_policy: Policy
+) -> None:
+    await ticket_with_reminders()
+    clock = FixedClock(T0 + timedelta(hours=2, minutes=1))  # the 50 % reminder, 11:01 local
+    await ReminderSweeper(lambda: shipped_policy, clock).run_once()
+    row = await OutboxRow.get(rcpt_to="team@example.com").prefetch_related("message")
+    text = message_from_bytes(row.message.raw_bytes, policy=policy.default).get_body(
+        preferencelist=("plain",)
+    )
+    assert text is not None
+    content = text.get_content()
+    # The deadline is 13:00 UTC = 14:00 in Stockholm; the reminder went out at 12:01 local.
+    assert "14:00" in content and "12:00" not in content, content
