@@ -1,7 +1,7 @@
 """A loaded, validated ruleset with everything derived from it, swapped as one value.
 
 Each ruleset has a ``version``: the first 12 hex digits of a SHA-256 over the bytes of
-rules.yaml (and the files it includes) and of every template file (``*.j2``). The same files
+rules.yaml, every template file and the inherited ones (``templates.extends``). The same files
 give the same version on every machine and after every restart, so a stored message's
 ``rules_version`` names the exact rules and templates it was decided and answered under.
 """
@@ -41,7 +41,8 @@ class Policy:
     version: str = ""
     #: When this process loaded it (UTC).
     loaded_at: datetime | None = None
-    #: rules.yaml first, then every file it includes: what a reload watches.
+    #: rules.yaml first, then the inherited templates (templates.extends): what a reload
+    #: watches besides the templates directory.
     files: tuple[Path, ...] = field(default=())
 
     @property
@@ -59,12 +60,6 @@ class Policy:
     @property
     def domain(self) -> str:
         return self.rules.identity.address.rpartition("@")[2].lower()
-
-
-def included_files(rules: Rules) -> tuple[Path, ...]:
-    """The files rules.yaml pulled in (customer lists...): the loader lists them in
-    ``Rules.included_files`` when it includes any; none without."""
-    return tuple(Path(p) for p in getattr(rules, "included_files", ()))
 
 
 def template_files(templates_dir: Path) -> list[Path]:
@@ -149,7 +144,7 @@ def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
     for _ in range(_LOAD_ATTEMPTS):
         before = content_version(files, templates_dir)
         rules, renderer = _load(rules_path, templates_dir)
-        loaded = (rules_path, *included_files(rules), *fallback_files(rules_path, rules))
+        loaded = (rules_path, *fallback_files(rules_path, rules))
         after = content_version(loaded, templates_dir)
         if loaded == files and after == before:
             return Policy(

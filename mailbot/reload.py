@@ -8,7 +8,7 @@ that fails keeps the old rules, logs one error naming file, line and field, and 
 ``last`` for ``mailbot status``.
 
 File changes are found by polling: a cheap ``stat`` signature (size, mtime, inode) of
-rules.yaml, the files it includes and every template each few seconds, and the content hash
+rules.yaml, the inherited templates and every template each few seconds, and the content hash
 (the ruleset version) when the signature moved or is too recent to trust (an edit within the
 file system's timestamp granularity keeps size and mtime). Unchanged content is never loaded
 again, so a broken file is reported once, not at every poll.
