@@ -26,6 +26,11 @@ _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
 _ZERO = Decimal(0)
 
 
+def _exact(minutes: Decimal) -> str:
+    """Minutes as an exact decimal string, one way for every figure: ``202.5``, ``0``."""
+    return f"{minutes.normalize():f}"
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     label: str
@@ -64,14 +69,14 @@ class TimebankRow:
             "name": self.name,
             "bank": self.bank,
             "worked_minutes": self.worked,
-            "billed_minutes": str(self.billed),
-            "surcharge_minutes": str(self.surcharged),
+            "billed_minutes": _exact(self.billed),
+            "surcharge_minutes": _exact(self.surcharged),
             "free_minutes": self.free,
-            "allotment_minutes": str(self.allotment),
-            "used_minutes": str(self.used),
-            "expired_minutes": str(self.expired),
-            "overage_minutes": str(self.overage),
-            "balance_minutes": None if self.balance is None else str(self.balance),
+            "allotment_minutes": _exact(self.allotment),
+            "used_minutes": _exact(self.used),
+            "expired_minutes": _exact(self.expired),
+            "overage_minutes": _exact(self.overage),
+            "balance_minutes": None if self.balance is None else _exact(self.balance),
         }
 
 
