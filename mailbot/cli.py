@@ -106,6 +106,14 @@ and changes of plan, language and severity. Exit 1 when any message made us fail
         help="templates for --diff (default: templates/ beside it, else those of --rules)",
     )
     sim.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="with --corpus: skip files whose path under DIR or name matches (repeatable:"
+        " --exclude '*.md' --exclude '*/expected/*')",
+    )
+    sim.add_argument(
         "--examples",
         type=int,
         default=3,
@@ -285,6 +293,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             diff=args.diff,
             diff_templates=args.diff_templates,
             examples=args.examples,
+            exclude=tuple(args.exclude),
         )
     if args.command == "import":
         return await commands.import_paths(settings, args.paths, send=not args.no_send)

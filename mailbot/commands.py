@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,7 @@ async def simulate(
     diff: Path | None = None,
     diff_templates: Path | None = None,
     examples: int = 3,
+    exclude: Sequence[str] = (),
 ) -> int:
     """One message's decision trace, or (``corpus``, or ``diff``) a folder's summary."""
     from mailbot.cli import dump_json
@@ -174,7 +176,13 @@ async def simulate(
         if diff is not None:
             rule_files.append((diff, templates_for(diff, diff_templates, templates_dir)))
         return await _simulate_corpus(
-            settings, target, rule_files, as_json=as_json, at=at, examples=examples
+            settings,
+            target,
+            rule_files,
+            as_json=as_json,
+            at=at,
+            examples=examples,
+            exclude=exclude,
         )
     policy = load_policy(rules_path, templates_dir)
     raw = await asyncio.to_thread(target.read_bytes)
@@ -219,6 +227,7 @@ async def _simulate_corpus(
     as_json: bool,
     at: datetime | None,
     examples: int,
+    exclude: Sequence[str] = (),
 ) -> int:
     """``simulate --corpus`` (and ``--diff``): see mailbot.simulation. Exit 1 on errors."""
     from mailbot import simulation
@@ -231,6 +240,7 @@ async def _simulate_corpus(
         rulesets,
         _aware(at, rulesets[0].policy) if at else SystemClock().now(),
         TokenSigner(key) if key is not None else None,
+        exclude=exclude,
     )
     if len(rulesets) > 1:
         diff = simulation.diff_runs(run, examples=examples)

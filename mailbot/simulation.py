@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import tempfile
 import time
@@ -181,14 +182,25 @@ def _is_maildir(path: Path) -> bool:
     return path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir()
 
 
-def corpus_files(root: Path) -> list[Path]:
+def corpus_files(root: Path, exclude: Sequence[str] = ()) -> list[Path]:
     """The files ``run_corpus`` reads: every file under a directory (sorted), or the one
-    file, or the Maildir itself (read as a whole, like ``mailbot import``)."""
+    file, or the Maildir itself (read as a whole, like ``mailbot import``). ``exclude``:
+    glob patterns matched against each file's path relative to ``root`` and against its
+    name (``*.md``, ``*/expected/*``)."""
     if not root.exists():
         raise ConfigError(f"{root}: no such file or directory")
     if root.is_dir() and not _is_maildir(root):
-        return sorted(p for p in root.rglob("*") if p.is_file())
+        return sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and not _excluded(p.relative_to(root).as_posix(), exclude)
+        )
     return [root]
+
+
+def _excluded(relative: str, patterns: Sequence[str]) -> bool:
+    name = relative.rpartition("/")[2]
+    return any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _relative(label: str, root: Path) -> str:
@@ -241,6 +253,7 @@ async def run_corpus(
     signer: TokenSigner | None = None,
     *,
     render: bool = True,
+    exclude: Sequence[str] = (),
 ) -> CorpusRun:
     """Every message under ``root`` parsed once and analysed under each ruleset.
 
@@ -248,7 +261,7 @@ async def run_corpus(
     the threading look-ups: run it where no other database is open in this process.
     ``render``: also render and compose each answer, as intake would (a failure is an error).
     """
-    files = await asyncio.to_thread(corpus_files, root)
+    files = await asyncio.to_thread(corpus_files, root, exclude)
     runs: list[MessageRun] = []
     start = time.perf_counter()
     with _quiet_parser(), tempfile.TemporaryDirectory(prefix="mailbot-simulate-") as tmp:

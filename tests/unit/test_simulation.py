@@ -321,3 +321,16 @@ async def test_a_missing_corpus_is_a_config_error(tmp_path: Path) -> None:
     rules.write_text(RULES, encoding="utf-8")
     with pytest.raises(ConfigError, match="no such file"):
         await run_corpus(tmp_path / "nope", [Ruleset.load(rules, REPO / "templates")], NOW)
+
+
+def test_exclude_skips_files_by_relative_path_or_name(tmp_path: Path) -> None:
+    from mailbot.simulation import corpus_files
+
+    for name in ("a.eml", "README.md", "set/expected/x.yml", "set/messages/b.eml"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"From: a@b.c\n\nhi\n")
+    every = [p.relative_to(tmp_path).as_posix() for p in corpus_files(tmp_path)]
+    assert every == ["README.md", "a.eml", "set/expected/x.yml", "set/messages/b.eml"]
+    kept = corpus_files(tmp_path, ("*.md", "*/expected/*"))
+    assert [p.relative_to(tmp_path).as_posix() for p in kept] == ["a.eml", "set/messages/b.eml"]
