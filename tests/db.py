@@ -13,6 +13,7 @@ from tortoise import Tortoise, connections
 from mailbot.tickets.database import (
     MODELS,
     close_database,
+    forget_compiled_queries,
     normalise_db_url,
     open_database,
     sqlite_url,
@@ -22,6 +23,7 @@ POSTGRES_ENV = "MAILBOT_TEST_DB_URL"
 
 
 async def _fresh_postgres(url: str) -> None:
+    forget_compiled_queries()  # earlier tests in this process may have used SQLite
     await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     conn = connections.get("default")
     await conn.execute_script("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base import executor
 
 from mailbot.errors import ConfigError
 
@@ -41,8 +42,20 @@ def normalise_db_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
+def forget_compiled_queries() -> None:
+    """Empty tortoise-orm's cache of compiled INSERT/UPDATE SQL (see ``open_database``);
+    call it before any ``Tortoise.init`` that may use another dialect than the last one."""
+    executor.EXECUTOR_CACHE.clear()
+
+
 async def open_database(url: str, *, create_schema: bool = True) -> None:
-    """Connect and (by default) create missing tables. Safe to call on an existing database."""
+    """Connect and (by default) create missing tables. Safe to call on an existing database.
+
+    tortoise-orm caches each table's compiled INSERT/UPDATE SQL by connection name and table,
+    not by dialect: a process that opened SQLite before (a test run, ``simulate --corpus``'s
+    throw-away database) would send SQLite's ``?`` placeholders to PostgreSQL. The cache is
+    emptied here, so every database opened starts from its own dialect."""
+    forget_compiled_queries()
     await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     if create_schema:
         await Tortoise.generate_schemas(safe=True)
