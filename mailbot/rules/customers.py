@@ -14,6 +14,7 @@ The schema rejects two rules with the same ``match``, so there are no ties to br
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,34 +38,61 @@ class CustomerMatch:
     account: str
 
 
-def _domain_rank(customer: Customer, domain: str) -> tuple[int, int] | None:
-    """How specifically ``customer`` matches ``domain`` (higher is better), or None."""
-    if customer.kind == "domain":
-        rule = customer.match[1:]
-        return (rule.count(".") + 1, 1) if domain == rule else None
-    if customer.kind == "subdomains":
-        rule = customer.match[2:]
-        return (rule.count(".") + 1, 0) if domain.endswith("." + rule) else None
-    return None
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """The customer entries by exact address, by domain and by wildcard parent domain."""
+
+    addresses: dict[str, Customer]
+    domains: dict[str, Customer]
+    parents: dict[str, Customer]
+
+    @classmethod
+    def build(cls, customers: tuple[Customer, ...]) -> _Index:
+        index = cls({}, {}, {})
+        for customer in customers:
+            if customer.kind == "address":
+                index.addresses.setdefault(customer.match, customer)
+            elif customer.kind == "domain":
+                index.domains.setdefault(customer.match[1:], customer)
+            elif customer.kind == "subdomains":
+                index.parents.setdefault(customer.match[2:], customer)
+        return index
+
+
+# Built once per Rules object and kept beside it (thousands of customers from files: a
+# lookup is a few dict probes instead of a scan).
+_INDEXES: dict[int, _Index] = {}
+
+
+def _index(rules: Rules) -> _Index:
+    built = _INDEXES.get(id(rules))
+    if built is None:
+        built = _Index.build(rules.customers)
+        _INDEXES[id(rules)] = built
+        weakref.finalize(rules, _INDEXES.pop, id(rules), None)
+    return built
 
 
 def resolve_customer(rules: Rules, address: str) -> CustomerMatch:
-    """The customer entry and plan for a sender ``address`` (see the module docstring)."""
+    """The customer entry and plan for a sender ``address`` (see the module docstring).
+
+    A plain domain entry for the sender's own domain always has more labels than any
+    wildcard entry of a parent domain, so it wins; else the longest matching parent does."""
     key = address.strip().lower()
     domain = key.rpartition("@")[2]
-
-    best: Customer | None = None
-    best_rank: tuple[int, int] = (0, 0)
-    for customer in rules.customers:
-        if customer.kind == "address":
-            if customer.match == key:
-                return _matched(rules, customer, "address")
-            continue
-        rank = _domain_rank(customer, domain) if domain else None
-        if rank is not None and rank > best_rank:
-            best, best_rank = customer, rank
-    if best is not None:
-        return _matched(rules, best, "domain")
+    index = _index(rules)
+    exact = index.addresses.get(key)
+    if exact is not None:
+        return _matched(rules, exact, "address")
+    if domain:
+        same = index.domains.get(domain)
+        if same is not None:
+            return _matched(rules, same, "domain")
+        labels = domain.split(".")
+        for start in range(1, len(labels)):
+            parent = index.parents.get(".".join(labels[start:]))
+            if parent is not None:
+                return _matched(rules, parent, "domain")
     return CustomerMatch(
         plan_id=rules.default_plan,
         plan=rules.plans[rules.default_plan],

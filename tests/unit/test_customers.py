@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailbot.rules.customers import is_own_address, resolve_customer
 from mailbot.rules.schema import Rules
@@ -99,3 +101,45 @@ def test_own_addresses() -> None:
     assert is_own_address(RULES, "Support@Example.com")
     assert is_own_address(RULES, "noreply@example.com")
     assert not is_own_address(RULES, "sales@example.com")
+
+
+# --- the index against a plain scan of the precedence rules ----------------------------------
+
+_LABELS = st.sampled_from(["a", "b", "shop", "eu", "big"])
+_DOMAINS = st.lists(_LABELS, min_size=1, max_size=4).map(lambda ls: ".".join([*ls, "example"]))
+
+
+def _scan(rules: Rules, address: str) -> str | None:
+    """The precedence of the module docstring, by brute force: the matching rule's text."""
+    key = address.lower()
+    domain = key.rpartition("@")[2]
+    best, best_rank = None, (0, 0)
+    for customer in rules.customers:
+        if customer.kind == "address" and customer.match == key:
+            return customer.match
+        if customer.kind == "domain" and domain == customer.match[1:]:
+            rank = (customer.match.count(".") + 1, 1)
+        elif customer.kind == "subdomains" and domain.endswith("." + customer.match[2:]):
+            rank = (customer.match[2:].count(".") + 1, 0)
+        else:
+            continue
+        if rank > best_rank:
+            best, best_rank = customer.match, rank
+    return best
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from(["@", "*.", "x@"]), _DOMAINS), max_size=12, unique=True
+    ),
+    local=st.sampled_from(["x", "y"]),
+    domain=_DOMAINS,
+)
+def test_the_index_agrees_with_a_scan(
+    entries: list[tuple[str, str]], local: str, domain: str
+) -> None:
+    rules = make_rules([{"match": kind + d, "plan": "pro"} for kind, d in entries])
+    found = resolve_customer(rules, f"{local}@{domain}")
+    expected = _scan(rules, f"{local}@{domain}")
+    assert (found.rule if found.matched_by != "default" else None) == expected
