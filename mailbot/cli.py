@@ -134,8 +134,10 @@ and changes of plan, language and severity. Exit 1 when any message made us fail
         help="open tickets in work order: plan priority, then the next deadline",
     )
 
-    report = sub.add_parser("report", help="monthly reports: time banks, SLA results")
-    report.add_argument("kind", choices=["timebank", "sla"])
+    report = sub.add_parser(
+        "report", help="monthly reports: time banks, SLA results, wiki redirects"
+    )
+    report.add_argument("kind", choices=["timebank", "sla", "wiki"])
     report.add_argument("--period", required=True, help="a month, YYYY-MM")
     report.add_argument("--csv", action="store_true", help="CSV instead of a table")
     report.add_argument("--json", action="store_true")

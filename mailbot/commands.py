@@ -461,17 +461,19 @@ async def report(
     settings: Settings, kind: str, period_text: str, *, as_csv: bool, as_json: bool
 ) -> int:
     from mailbot.cli import dump_json
-    from mailbot.tickets.reports import parse_period, sla_report, timebank_report
+    from mailbot.tickets.reports import parse_period, sla_report, timebank_report, wiki_report
 
     policy = load_policy(settings.rules_path, settings.templates_dir)
     period = parse_period(period_text, policy.rules.tz)
     await _open_for_reading(settings)
     try:
-        rows: list[Any] = (
-            await timebank_report(policy.rules, period)
-            if kind == "timebank"
-            else await sla_report(policy.rules, period)
-        )
+        rows: list[Any]
+        if kind == "timebank":
+            rows = await timebank_report(policy.rules, period)
+        elif kind == "wiki":
+            rows = await wiki_report(policy.rules, period)
+        else:
+            rows = await sla_report(policy.rules, period)
     finally:
         await close_database()
     records = [row.as_json() for row in rows]
@@ -506,6 +508,7 @@ _REPORT_COLUMNS = {
         "overage_minutes", "balance_minutes",
     ],
     "sla": ["plan", "name", "tickets", "met", "breached", "open", "median_first_response_minutes"],
+    "wiki": ["plan", "name", "redirected", "came_back", "resolved_unanswered", "pending"],
 }  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -40,6 +40,7 @@ from mailbot.status import status_path, write_status
 from mailbot.tickets.database import close_database, missing_columns, open_database, redact
 from mailbot.tickets.models import OutboxRow, Ticket
 from mailbot.tickets.notices import notify_agents
+from mailbot.tickets.wiki_followup import WikiFollowupSweeper
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ CUSTOMER_KINDS = ("ack", "wiki", "relay")
 SWEEP_SECONDS = 30.0
 # Reminders: the scheduler wakes the sweep at the next due row; this is the safety net.
 REMINDER_SWEEP_SECONDS = 60.0
+# A wiki follow-up sweep that failed is tried again this much later (or at the next mail).
+WIKI_FOLLOWUP_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -122,6 +125,9 @@ class Daemon:
         )
         self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
         self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
+        #: Resolves wiki redirects nobody came back to (mailbot.tickets.wiki_followup).
+        self.wiki_followup = WikiFollowupSweeper(lambda: self.policy, self.clock)
+        self.wake_wiki_followup = asyncio.Event()
         self.reloader = RulesReloader(
             settings.rules_path,
             settings.templates_dir,
@@ -152,6 +158,7 @@ class Daemon:
         self.wake_reload.set()
 
     def _reloaded(self, outcome: ReloadOutcome) -> None:
+        self.wake_wiki_followup.set()  # wiki_followup.resolve_after may have changed
         self._write_status()
 
     def status(self) -> dict[str, object]:
@@ -216,6 +223,7 @@ class Daemon:
     def _on_stored(self) -> None:
         self.wake_sender.set()
         self.wake_reminders.set()  # new rows may be due earlier than the scheduled wake-up
+        self.wake_wiki_followup.set()  # a first redirect: nothing may be scheduled yet
 
     async def run_once(self) -> RunReport:
         self.mode = "once"
@@ -223,6 +231,7 @@ class Daemon:
         before = dict(self.poller.stats)
         await self.poller.run_once()
         ingested = {k: v - before.get(k, 0) for k, v in self.poller.stats.items()}
+        await self.wiki_followup.run_once()
         await self.reminders.run_once()
         sent = 0
         while True:
@@ -277,6 +286,31 @@ class Daemon:
                 )
             await self._wait(self.wake_reminders)
 
+    async def _wiki_followup_loop(self, scheduler: AsyncIOScheduler) -> None:
+        """Like the reminder loop: the sweep runs, then sleeps until the next redirect falls
+        due (a scheduler job), new mail is stored or the rules are reloaded."""
+        while not self.stop.is_set():
+            self.wake_wiki_followup.clear()
+            try:
+                await self.wiki_followup.run_once()
+                due = await self.wiki_followup.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("wiki follow-up sweep failed; retrying in a minute")
+                due = self.clock.now() + timedelta(seconds=WIKI_FOLLOWUP_RETRY_SECONDS)
+            if due is not None and due <= self.clock.now():
+                self.wake_wiki_followup.set()  # more were due than one sweep takes: go on
+            elif due is not None:
+                scheduler.add_job(
+                    self.wake_wiki_followup.set,
+                    "date",
+                    run_date=due,
+                    id="wiki-followup-next",
+                    replace_existing=True,
+                )
+            await self._wait(self.wake_wiki_followup)
+
     async def _reload_loop(self) -> None:
         """SIGHUP reloads at once; otherwise the files are looked at every few seconds (the
         first look compares them with what was loaded at start)."""
@@ -319,6 +353,7 @@ class Daemon:
                 group.create_task(self.poller.run(self.stop))
                 group.create_task(self._sender_loop())
                 group.create_task(self._reminder_loop(scheduler))
+                group.create_task(self._wiki_followup_loop(scheduler))
                 group.create_task(self._reload_loop())
                 self.ready.set()
         finally:

@@ -1,8 +1,9 @@
 """A loaded, validated ruleset with everything derived from it, swapped as one value.
 
 Each ruleset has a ``version``: the first 12 hex digits of a SHA-256 over the bytes of
-rules.yaml, every template file and the inherited ones (``templates.extends``). The same files
-give the same version on every machine and after every restart, so a stored message's
+rules.yaml, the customer files it includes (``customers_from``), every template file and the
+inherited ones (``templates.extends``). The same files give the same version on every machine
+(in any directory) and after every restart, so a stored message's
 ``rules_version`` names the exact rules and templates it was decided and answered under.
 """
 
@@ -18,6 +19,7 @@ from mailbot.domain import Address
 from mailbot.errors import ConfigError
 from mailbot.outbound.compose import loop_marker
 from mailbot.outbound.render import TemplateRenderer
+from mailbot.rules.customer_files import customer_files
 from mailbot.rules.loader import load_rules
 from mailbot.rules.schema import Rules
 
@@ -41,8 +43,9 @@ class Policy:
     version: str = ""
     #: When this process loaded it (UTC).
     loaded_at: datetime | None = None
-    #: rules.yaml first, then the inherited templates (templates.extends): what a reload
-    #: watches besides the templates directory.
+    #: rules.yaml first, then the customer files it includes (customers_from) and the
+    #: inherited templates (templates.extends): what a reload watches besides the templates
+    #: directory.
     files: tuple[Path, ...] = field(default=())
 
     @property
@@ -78,12 +81,14 @@ def template_files(templates_dir: Path) -> list[Path]:
 def content_version(rule_files: Sequence[Path], templates_dir: Path) -> str:
     """The ruleset version of these files as they are on disk now (12 hex digits).
 
-    Each file enters with its role, its name (rules.yaml by its base name, templates
-    relative to ``templates_dir``: the same content in another directory is the same
-    version) and its length; a missing file counts as missing.
+    Each file enters with its role, its name (rules.yaml by its base name, the files beside
+    or below it relative to its directory, templates relative to ``templates_dir``: the same
+    content in another directory is the same version) and its length; a missing file counts
+    as missing.
     """
     named = [
-        ("rules", path.name if i == 0 else str(path), path) for i, path in enumerate(rule_files)
+        ("rules", path.name if i == 0 else _rule_file_name(rule_files[0], path), path)
+        for i, path in enumerate(rule_files)
     ]
     named += [
         ("template", path.relative_to(templates_dir).as_posix(), path)
@@ -102,6 +107,15 @@ def content_version(rule_files: Sequence[Path], templates_dir: Path) -> str:
         digest.update(b"%d\0" % len(data))
         digest.update(data)
     return digest.hexdigest()[:VERSION_DIGITS]
+
+
+def _rule_file_name(rules_path: Path, path: Path) -> str:
+    """A file of the ruleset by its path relative to rules.yaml's directory, when it is in
+    it (customers.csv), else by its path."""
+    try:
+        return path.relative_to(rules_path.resolve().parent).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def fallback_files(rules_path: Path, rules: Rules) -> tuple[Path, ...]:
@@ -133,18 +147,24 @@ def _load(rules_path: Path, templates_dir: Path) -> tuple[Rules, TemplateRendere
     return rules, renderer
 
 
-def load_policy(rules_path: Path, templates_dir: Path) -> Policy:
+def load_policy(rules_path: Path, templates_dir: Path, *, expect: Sequence[Path] = ()) -> Policy:
     """Load rules.yaml and check that every template it can use exists in every language.
 
     The version is the hash of the files as they were while loading: they are hashed before
     and after, and read again when they changed in between (an editor or a deploy writing).
+    ``expect``: the files the ruleset is likely made of (a reload passes the running one's);
+    when they are, the files are read once, not twice.
     Raises :class:`ConfigError` (``RulesError`` for rules.yaml) naming file, line and field.
     """
-    files: tuple[Path, ...] = (rules_path,)
+    files: tuple[Path, ...] = tuple(expect) or (rules_path,)
     for _ in range(_LOAD_ATTEMPTS):
         before = content_version(files, templates_dir)
         rules, renderer = _load(rules_path, templates_dir)
-        loaded = (rules_path, *fallback_files(rules_path, rules))
+        loaded = (
+            rules_path,
+            *customer_files(rules_path, rules),
+            *fallback_files(rules_path, rules),
+        )
         after = content_version(loaded, templates_dir)
         if loaded == files and after == before:
             return Policy(

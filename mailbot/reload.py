@@ -8,7 +8,9 @@ that fails keeps the old rules, logs one error naming file, line and field, and 
 ``last`` for ``mailbot status``.
 
 File changes are found by polling: a cheap ``stat`` signature (size, mtime, inode) of
-rules.yaml, the inherited templates and every template each few seconds, and the content hash
+rules.yaml, the customer files it includes (``customers_from``: ``Policy.files``, and those a
+failed load named, so that creating or fixing a new one is noticed), the inherited templates
+and every template each few seconds, and the content hash
 (the ruleset version) when the signature moved or is too recent to trust (an edit within the
 file system's timestamp granularity keeps size and mtime). Unchanged content is never loaded
 again, so a broken file is reported once, not at every poll.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from mailbot.errors import ConfigError, RulesError
 from mailbot.policy import Policy, content_version, load_policy, template_files
+from mailbot.rules.loader import RulesErrorWithFiles
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,14 @@ class RulesReloader:
         self._recheck = True
         # The content last loaded or tried: a file change is a different version than this.
         self._attempted = current().version
+        # Customer files the last failed load named that the running ruleset may lack.
+        self._tried_files: tuple[Path, ...] = ()
+
+    def _files(self) -> tuple[Path, ...]:
+        """The files a change of is a reload: the running ruleset's, and those the last
+        failed load named."""
+        running = self.current().files or (self.rules_path,)
+        return tuple(dict.fromkeys((*running, *self._tried_files)))
 
     async def reload(self, trigger: str = "SIGHUP") -> ReloadOutcome:
         """Load and validate the files off the event loop, then swap; on failure keep the
@@ -127,15 +138,19 @@ class RulesReloader:
     async def _reload(self, trigger: str) -> ReloadOutcome:
         old = self.current()
         try:
-            policy = await asyncio.to_thread(load_policy, self.rules_path, self.templates_dir)
+            policy = await asyncio.to_thread(
+                load_policy, self.rules_path, self.templates_dir, expect=self._files()
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.failed += 1
             error = error_text(exc)
+            if isinstance(exc, RulesErrorWithFiles):
+                self._tried_files = exc.files
             try:
                 attempted: str | None = await asyncio.to_thread(
-                    content_version, old.files or (self.rules_path,), self.templates_dir
+                    content_version, self._files(), self.templates_dir
                 )
             except ConfigError:
                 attempted = None
@@ -150,6 +165,7 @@ class RulesReloader:
             return ReloadOutcome(trigger, _now(), False, False, old.version, attempted, error=error)
         self.succeeded += 1
         self._attempted = policy.version
+        self._tried_files = ()
         if policy.version == old.version:
             log.info("rules reload (%s): unchanged, version %s", trigger, old.version)
             return ReloadOutcome(trigger, _now(), True, False, old.version, policy.version)
@@ -166,7 +182,7 @@ class RulesReloader:
     async def check(self) -> ReloadOutcome | None:
         """The file-change poll: reload when the files hold another version than the one
         last loaded or tried; None when nothing changed."""
-        files = self.current().files or (self.rules_path,)
+        files = self._files()
         signature = await asyncio.to_thread(stat_signature, files, self.templates_dir)
         if signature == self._signature and not self._recheck:
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -61,6 +61,7 @@ from mailbot.tickets.service import (
     store_quarantined,
     thread_facts,
 )
+from mailbot.tickets.wiki_followup import customer_mail, start_waiting
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,14 @@ class Intake:
                 await store_sla(conn, ticket_id, decision.sla, new=True)
             elif ticket_id is not None and applied.resumed:
                 await record_event(conn, policy.rules, ticket_id, EventKind.RESUMED, now)
+            if applied.ticket is not None and applied.ticket.wiki_redirect is not None:
+                await customer_mail(
+                    conn,
+                    applied.ticket,
+                    decision.thread.action,
+                    auto_generated=decision.auto.auto_generated,
+                    now=now,
+                )
             reply_kind = None
             refusal = await self._loop_guards(conn, analysis, ticket_id, now)
             answer = (
@@ -348,6 +357,12 @@ class Intake:
                     now=now,
                 )
                 reply_kind = decision.reply.kind
+            if reply_kind is ReplyKind.WIKI and applied.ticket is not None:
+                # Redirected: the ticket waits on the customer (mailbot.tickets.wiki_followup);
+                # the agents' notification shows it waiting, its clocks paused.
+                waiting = await start_waiting(conn, policy.rules, applied.ticket, now)
+                if waiting is not None:
+                    analysis = replace(analysis, decision=replace(decision, sla=waiting))
             if applied.ticket is not None and not decision.auto.auto_generated:
                 await self._tell_agents(conn, applied.ticket, analysis, now)
         log.info(

@@ -17,7 +17,8 @@ The warning classes:
   (:func:`templates_in_use` is the one list of names in use);
 * customer entries inside another one (``a@b.se`` in ``@b.se``, ``@x.b.se`` or
   ``*.x.b.se`` in ``*.b.se``) that give another plan without naming the same account, or
-  that change nothing at all;
+  that change nothing at all (entries from ``customers_from`` files too, named by their
+  file and line);
 * plans that answer how-to questions from the wiki while no wiki article is in a language
   their customers write (or the wiki is empty), a wiki no plan uses, wiki keywords that
   can never match;
@@ -42,7 +43,7 @@ from jinja2 import meta
 from mailbot.policy import AGENT_TEMPLATES, CUSTOMER_TEMPLATES, TEAM_TEMPLATES
 from mailbot.rules.classify_schema import ALL_LANGUAGES, ClassificationRule, When, match_words
 from mailbot.rules.customers import resolve_customer
-from mailbot.rules.loader import _compose, _path_text, _Report
+from mailbot.rules.loader import _path_text, locate
 from mailbot.rules.schema import Customer, Loc, Rules
 from mailbot.rules.wiki import words
 
@@ -81,17 +82,20 @@ def lint(rules: Rules, templates_dir: Path | None) -> list[RulesWarning]:
     ]
 
 
-def format_warnings(warnings: Iterable[RulesWarning], text: str, source: str) -> list[str]:
+def format_warnings(
+    warnings: Iterable[RulesWarning], text: str, source: str, base: Path | None = None
+) -> list[str]:
     """``warning: SOURCE:LINE:COL: field.path: text`` lines, sorted by position.
 
     ``text`` is the rules file the warnings are about: its nodes give each field path a
-    line and column exactly as the loader's errors get theirs.
+    line and column exactly as the loader's errors get theirs, and an entry that came from
+    a ``customers_from`` file (read relative to ``base``, by default the directory of
+    ``source``) is named by that file and line (``warning: customers.csv:57: match: ...``).
     """
-    _, builder = _compose(text, source)
-    report = _Report(source, builder)
+    report = locate(text, source, base)
     for warning in warnings:
         report.add(warning.loc, warning.message, warning.key)
-    return [f"warning: {line}" for line in report.lines()]
+    return [f"warning: {line}" for line in report.lines("warning")]
 
 
 def lint_file(rules: Rules, rules_path: Path, templates_dir: Path | None) -> list[str]:
@@ -100,7 +104,7 @@ def lint_file(rules: Rules, rules_path: Path, templates_dir: Path | None) -> lis
     if not found:
         return []
     text = rules_path.read_text(encoding="utf-8")
-    return format_warnings(found, text, str(rules_path))
+    return format_warnings(found, text, str(rules_path), rules_path.parent)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -357,16 +361,33 @@ def _covers(outer: Customer, inner: Customer) -> bool:
     return False
 
 
+def _covering(entries: tuple[Customer, ...]) -> Iterator[tuple[int, list[int]]]:
+    """Each entry's index with those of the entries that cover it (:func:`_covers`), in
+    order; looked up by domain, as customer files hold thousands of entries."""
+    domains: dict[str, list[int]] = {}  # "@b.se" entries by their domain
+    parents: dict[str, list[int]] = {}  # "*.b.se" entries by theirs
+    for j, entry in enumerate(entries):
+        if entry.kind == "domain":
+            domains.setdefault(_domain_of(entry), []).append(j)
+        elif entry.kind == "subdomains":
+            parents.setdefault(_domain_of(entry), []).append(j)
+    for i, inner in enumerate(entries):
+        domain = _domain_of(inner)
+        found = list(domains.get(domain, ())) if inner.kind == "address" else []
+        labels = domain.split(".")
+        for n in range(1, len(labels)):
+            found += parents.get(".".join(labels[n:]), ())
+        found = sorted(j for j in found if j != i and _covers(entries[j], inner))
+        if found:
+            yield i, found
+
+
 def _customers(rules: Rules) -> Iterator[RulesWarning]:
     entries = rules.customers
-    for i, inner in enumerate(entries):
+    for i, found in _covering(entries):
+        inner = entries[i]
         # The narrowest entry covering this one: the one it overrides.
-        covering = [
-            (j, outer) for j, outer in enumerate(entries) if j != i and _covers(outer, inner)
-        ]
-        if not covering:
-            continue
-        j, outer = max(covering, key=lambda item: len(_domain_of(item[1])))
+        j, outer = max(((j, entries[j]) for j in found), key=lambda item: len(_domain_of(item[1])))
         loc: Loc = ("customers", i, "match")
         same_account = inner.account is not None and inner.account == outer.account
         if inner.plan != outer.plan and not same_account:

@@ -10,6 +10,18 @@ validation error can be mapped back to the line and column the operator has to l
 Duplicate keys, which PyYAML silently accepts (the last one wins), are reported. All
 problems of a file are collected and raised together as one :class:`RulesError`.
 
+Customer entries may come from files of their own (``customers_from:``, see
+``mailbot.rules.customer_files``). They are appended to ``customers`` before validation, so
+the schema and the cross-field checks see one list; :class:`_Report` remembers which file
+and line each appended entry came from and names that place instead of rules.yaml::
+
+    customers.csv:1042: plan: unknown plan 'prp' — did you mean 'pro'?
+    more/customers.yaml:12:11: [3].plan: unknown plan 'prp' — did you mean 'pro'?
+
+(a CSV problem gives the line and the column's name, a YAML one the line, the column and
+the path inside that file), and a message that refers to an entry (``customers[1041]``)
+names where that one is written too (``customers.csv:57``).
+
 The loader also narrows YAML 1.1's implicit typing, which surprises operators: only
 ``true``/``false`` are booleans (``no``, the Norwegian language code, stays a string;
 ``on``/``off``/``yes`` too) and base-60 numbers do not exist (``17:00`` stays a string).
@@ -17,9 +29,11 @@ The loader also narrows YAML 1.1's implicit typing, which surprises operators: o
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -29,6 +43,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mailbot.errors import RulesError
+from mailbot.rules import customer_files
 from mailbot.rules.schema import REFERENCE_ERROR, Loc, Rules, did_you_mean, reference_problems
 
 log = logging.getLogger(__name__)
@@ -68,6 +83,17 @@ _RulesLoader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
+if yaml.__with_libyaml__:
+
+    class _FastRulesLoader(yaml.CSafeLoader):
+        """The same scalars as :class:`_RulesLoader`, parsed by libyaml: some three times
+        faster, for customer files of thousands of entries."""
+
+    _FastRulesLoader.yaml_implicit_resolvers = _RulesLoader.yaml_implicit_resolvers
+    _FAST: type[yaml.CSafeLoader] | None = _FastRulesLoader
+else:  # pragma: no cover - PyYAML without libyaml
+    _FAST = None
+
 
 Position = tuple[int, int]  # 1-based line and column
 
@@ -79,7 +105,7 @@ def _position(node: yaml.Node) -> Position:
 class _Builder:
     """Turns composed YAML nodes into Python data and records where each path starts."""
 
-    def __init__(self, loader: _RulesLoader) -> None:
+    def __init__(self, loader: yaml.constructor.SafeConstructor) -> None:
         self._loader = loader
         self.keys: dict[Loc, Position] = {}
         self.values: dict[Loc, Position] = {}
@@ -239,36 +265,168 @@ def _describe(error: ErrorDetails) -> tuple[Loc, str, bool]:
     return loc, message, False
 
 
+#: Problems shown per customer file at most; the others are counted (a plan renamed in
+#: rules.yaml would otherwise print a line for each of thousands of rows).
+MAX_FILE_PROBLEMS = 100
+
+_MISSING = "required key is missing"
+# A message's reference to a customer entry by its field path: "... matched by customers[3]".
+_ENTRY_REFERENCE = re.compile(r"(?<![\w.'\"])customers\[(\d+)\]")
+
+Place = tuple[int, int, int]  # file (0: rules.yaml, k: the k-th customer file), line, column
+
+
+@dataclass(slots=True)
+class _Included:
+    """A ``customers_from`` file: how problems name it and where its entries are written."""
+
+    source: str
+    #: The index in ``customers`` of its first entry; None when its entries were not added
+    #: (the inline ``customers`` is not a list).
+    start: int | None
+    csv: bool
+    #: YAML: the positions of its nodes, by the field path inside the file.
+    builder: _Builder | None = None
+    #: CSV: the line each entry starts on.
+    lines: list[int] = field(default_factory=list)
+
+    def line_of(self, entry: int) -> int:
+        if self.builder is not None:
+            return _Report.position(self.builder, (entry,), False)[0]
+        return self.lines[entry] if entry < len(self.lines) else 1
+
+
 class _Report:
+    """The problems (or warnings) of a rules file and of the customer files it includes,
+    each placed at the file, line and column where its field path is written."""
+
     def __init__(self, source: str, builder: _Builder | None) -> None:
         self.source = source
         self.builder = builder
-        self.items: list[tuple[Position, str]] = list(builder.problems) if builder else []
+        self.included: list[_Included] = []
+        # Customer files whose entries were added: their first index, their number.
+        self._starts: list[int] = []
+        self._orders: list[int] = []
+        self.items: list[tuple[Place, str]] = []
+        for (line, col), text in builder.problems if builder else ():
+            self._put((0, line, col), text)
 
-    def where(self, loc: Loc, key: bool) -> Position:
-        if self.builder is None:
+    def include(self, source: str, start: int | None, *, csv: bool) -> int:
+        """Register a customer file whose entries are ``customers[start:]`` (those of the
+        files registered later excepted); returns its number for :meth:`put`."""
+        self.included.append(_Included(source, start, csv))
+        if start is not None:
+            self._starts.append(start)
+            self._orders.append(len(self.included))
+        return len(self.included)
+
+    @staticmethod
+    def position(builder: _Builder | None, loc: Loc, key: bool) -> Position:
+        if builder is None:
             return 1, 1
-        if key and loc in self.builder.keys:
-            return self.builder.keys[loc]
+        if key and loc in builder.keys:
+            return builder.keys[loc]
         for n in range(len(loc), -1, -1):
-            if loc[:n] in self.builder.values:
-                return self.builder.values[loc[:n]]
+            if loc[:n] in builder.values:
+                return builder.values[loc[:n]]
         return 1, 1
 
+    def _origin(self, index: int) -> tuple[int, _Included, int] | None:
+        """The customer file ``customers[index]`` comes from: its number, itself and the
+        entry's index in it; None for an inline entry."""
+        k = bisect.bisect_right(self._starts, index) - 1
+        if k < 0:
+            return None
+        order = self._orders[k]
+        return order, self.included[order - 1], index - self._starts[k]
+
+    def _source(self, order: int) -> str:
+        return self.source if order == 0 else self.included[order - 1].source
+
+    def _put(self, place: Place, text: str) -> None:
+        order, line, col = place
+        where = f"{self._source(order)}:{line}" + (f":{col}" if col else "")
+        self.items.append((place, f"{where}: {text}"))
+
+    def put(self, order: int, line: int, col: int, text: str) -> None:
+        """A problem of the ``order``-th customer file at ``line`` and ``col`` (0: none)."""
+        self._put((order, line, col), self._refer(text, order))
+
+    def add_line(self, order: int, text: str) -> None:
+        """A problem already written as ``file:line:col: text`` (a YAML syntax error)."""
+        self.items.append(((order, 0, 0), text))
+
     def add(self, loc: Loc, message: str, key: bool = False) -> None:
-        self.items.append((self.where(loc, key), f"{_path_text(loc)}: {message}"))
+        """A problem of the field at ``loc`` (a path into the rules with the customer files'
+        entries added), placed in the file that entry is written in."""
+        origin = None
+        if len(loc) >= 2 and loc[0] == "customers" and isinstance(loc[1], int):
+            origin = self._origin(loc[1])
+        if origin is None:
+            line, col = self.position(self.builder, loc, key)
+            self._put((0, line, col), self._refer(f"{_path_text(loc)}: {message}", 0))
+            return
+        order, included, entry = origin
+        if not included.csv:
+            inner: Loc = (entry, *loc[2:])
+            line, col = self.position(included.builder, inner, key)
+            self.put(order, line, col, f"{_path_text(inner)}: {message}")
+            return
+        if message == _MISSING:
+            message = "required, but the cell is empty"
+        path = _path_text(loc[2:]) if len(loc) > 2 else ""
+        self.put(order, included.line_of(entry), 0, f"{path}: {message}" if path else message)
 
-    def lines(self) -> Iterator[str]:
+    def _refer(self, text: str, order: int) -> str:
+        """Name where a referred entry (``customers[N]``) is written when customer files
+        are involved: ``customers.csv:57`` for one from a file, ``customers[3]
+        (rules.yaml:150)`` for an inline one in a problem of a customer file."""
+        if not self._starts:
+            return text
+
+        def name(match: re.Match[str]) -> str:
+            origin = self._origin(int(match[1]))
+            if origin is not None:
+                _, included, entry = origin
+                return f"{included.source}:{included.line_of(entry)}"
+            if order == 0:
+                return match[0]
+            line = self.position(self.builder, ("customers", int(match[1])), False)[0]
+            return f"{match[0]} ({self.source}:{line})"
+
+        return _ENTRY_REFERENCE.sub(name, text)
+
+    def lines(self, noun: str = "problem") -> Iterator[str]:
+        """Every problem once, by file (rules.yaml first), line and column; at most
+        :data:`MAX_FILE_PROBLEMS` of a customer file, then how many more (``noun``s)."""
         seen: set[str] = set()
-        for (line, col), text in sorted(self.items, key=lambda item: item[0]):
-            full = f"{self.source}:{line}:{col}: {text}"
-            if full not in seen:
-                seen.add(full)
-                yield full
+        shown = hidden = 0
+        current = 0
+        for (order, _, _), text in sorted(self.items, key=lambda item: item[0]):
+            if text in seen:
+                continue
+            seen.add(text)
+            if order != current:
+                if hidden:
+                    yield self._hidden(current, hidden, noun)
+                current, shown, hidden = order, 0, 0
+            if order and shown >= MAX_FILE_PROBLEMS:
+                hidden += 1
+                continue
+            shown += 1
+            yield text
+        if hidden:
+            yield self._hidden(current, hidden, noun)
+
+    def _hidden(self, order: int, count: int, noun: str) -> str:
+        return (
+            f"{self._source(order)}: {count:,} more {noun}{'s' if count != 1 else ''} not"
+            f" shown (at most {MAX_FILE_PROBLEMS} per customer file)"
+        )
 
 
-def _compose(text: str, source: str) -> tuple[Any, _Builder]:
-    loader = _RulesLoader(text)
+def _compose(text: str, source: str, *, fast: bool = False) -> tuple[Any, _Builder]:
+    loader = _FAST(text) if fast and _FAST is not None else _RulesLoader(text)
     try:
         node = loader.get_single_node()
         builder = _Builder(loader)
@@ -285,10 +443,110 @@ def _compose(text: str, source: str) -> tuple[Any, _Builder]:
         loader.dispose()
 
 
-def parse_rules(text: str, source: str) -> Rules:
+class RulesErrorWithFiles(RulesError):
+    """A :class:`RulesError` that also lists the customer files the rules name (resolved,
+    readable or not), so that a reload watches them: fixing or creating one is noticed
+    although no ruleset with it has loaded yet."""
+
+    def __init__(self, problems: list[str], files: tuple[Path, ...]) -> None:
+        super().__init__(problems)
+        self.files = files
+
+
+def _include_customers(
+    data: dict[str | int, Any], report: _Report, rules_dir: Path
+) -> tuple[Path, ...]:
+    """Read the ``customers_from`` files and append their entries to ``data["customers"]``,
+    telling ``report`` where each is written; a file's own problems (unreadable, not UTF-8,
+    CSV syntax, its header) go to ``report`` too.
+
+    Returns every file named (resolved, once), whether it could be read or not.
+    """
+    names = data.get("customers_from")
+    if not isinstance(names, list):
+        return ()  # absent, or a shape the schema reports
+    inline = data.get("customers", [])
+    merge = isinstance(inline, list)
+    entries: list[Any] = list(inline) if merge else []
+    shown_dir = Path(report.source).parent
+    first: dict[Path, int] = {}
+    for k, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            continue  # the schema reports it
+        loc: Loc = ("customers_from", k)
+        path = customer_files.resolve(rules_dir, name)
+        if path in first:
+            report.add(loc, f"{name!r} is already included by customers_from[{first[path]}]")
+            continue
+        first[path] = k
+        kind = customer_files.file_format(name)
+        if kind is None:
+            report.add(loc, f"{name!r} is neither a CSV file (.csv) nor a YAML file (.yaml, .yml)")
+            continue
+        source = str(shown_dir / name.strip())
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            report.add(loc, f"cannot read {source}: {exc.strerror or exc}")
+            continue
+        order = report.include(source, len(entries) if merge else None, csv=kind == "csv")
+        text, problem = customer_files.decode(raw)
+        if text is None:
+            assert problem is not None
+            report.put(order, problem[0], 0, problem[1])
+        elif kind == "csv":
+            rows, problems = customer_files.read_csv(text)
+            for line, message in problems:
+                report.put(order, line, 0, message)
+            report.included[order - 1].lines = [row.line for row in rows]
+            entries += [row.values for row in rows]
+        else:
+            entries += _yaml_entries(text, report, order)
+    if merge and first:
+        data["customers"] = entries
+    return tuple(first)
+
+
+def _yaml_entries(text: str, report: _Report, order: int) -> list[Any]:
+    """The entries of a YAML customer file (a list, as under ``customers:``)."""
+    included = report.included[order - 1]
+    try:
+        data, builder = _compose(text, included.source, fast=True)
+    except RulesError as exc:
+        for problem in exc.problems:
+            report.add_line(order, problem)
+        return []
+    for (line, col), message in builder.problems:
+        report.put(order, line, col, message)
+    if data is None:
+        report.put(
+            order,
+            1,
+            1,
+            "the file is empty: write a YAML list of customer entries (- match: ...,"
+            " plan: ...), or [] for none",
+        )
+        return []
+    if not isinstance(data, list):
+        line, col = builder.values.get((), (1, 1))
+        report.put(
+            order,
+            line,
+            col,
+            "(top level): expected a list of customer entries (- match: ..., plan: ...),"
+            " as under customers:",
+        )
+        return []
+    included.builder = builder
+    return data
+
+
+def parse_rules(text: str, source: str, base: Path | None = None) -> Rules:
     """Validate the text of a rules file; ``source`` names it in every problem reported.
 
-    Raises :class:`RulesError` listing every problem, sorted by line.
+    ``customers_from`` files are read relative to ``base`` (by default the directory of
+    ``source``). Raises :class:`RulesError` (a :class:`RulesErrorWithFiles`) listing every
+    problem, sorted by file (the rules first, then the customer files) and line.
     """
     data, builder = _compose(text, source)
     report = _Report(source, builder)
@@ -297,6 +555,7 @@ def parse_rules(text: str, source: str) -> Rules:
     if not isinstance(data, dict):
         report.add((), "the rules file must be a mapping of keys (version, identity, plans, ...)")
         raise RulesError(list(report.lines()))
+    files = _include_customers(data, report, Path(source).parent if base is None else base)
     try:
         rules = Rules.model_validate(data)
     except ValidationError as exc:
@@ -314,10 +573,21 @@ def parse_rules(text: str, source: str) -> Rules:
             # Shape errors stopped validation before the cross-field checks: run them too.
             for loc, message in reference_problems(data):
                 report.add(loc, message)
-        raise RulesError(list(report.lines())) from None
+        raise RulesErrorWithFiles(list(report.lines()), files) from None
     if report.items:
-        raise RulesError(list(report.lines()))
+        raise RulesErrorWithFiles(list(report.lines()), files)
     return rules
+
+
+def locate(text: str, source: str, base: Path | None = None) -> _Report:
+    """A report that places field paths of the rules in ``text`` (and of the customer files
+    they include) as :func:`parse_rules` does, for warnings about rules that loaded."""
+    data, builder = _compose(text, source)
+    report = _Report(source, builder)
+    if isinstance(data, dict):
+        _include_customers(data, report, Path(source).parent if base is None else base)
+    report.items.clear()
+    return report
 
 
 def load_rules(path: Path) -> Rules:
@@ -326,12 +596,13 @@ def load_rules(path: Path) -> Rules:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([f"{path}: cannot read the rules file: {exc}"]) from None
-    rules = parse_rules(text, str(path))
+    rules = parse_rules(text, str(path), path.parent)
     log.info(
-        "loaded rules from %s: %d plans, %d customers, %d wiki articles",
+        "loaded rules from %s: %d plans, %d customers (%d customer files), %d wiki articles",
         path,
         len(rules.plans),
         len(rules.customers),
+        len(rules.customers_from),
         len(rules.wiki),
     )
     return rules

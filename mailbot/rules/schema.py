@@ -387,6 +387,40 @@ class AutoReplyLimits(_Model):
     total: Window = Window(count=500, per="1h")
 
 
+#: The longest ``wiki_followup.resolve_after`` (a year): beyond it, leave the key out.
+_FOLLOWUP_MAX_SECONDS = 366 * 86400
+
+
+class WikiFollowup(_Model):
+    """What happens after a wiki redirect (mailbot.tickets.wiki_followup): the ticket waits on
+    the customer, its SLA clocks paused; a reply makes it a normal ticket for an agent, and
+    with no reply within ``resolve_after`` (``7d``, ``36h``: calendar time from the redirect,
+    not working days) it is resolved by itself. Without this key it simply stays waiting."""
+
+    resolve_after: str = Field(
+        description="How long a redirected ticket waits for the customer's reply before it is"
+        " resolved by itself, from the redirect, in calendar time (not working days): 7d, 36h,"
+        " 90m. At most 366d."
+    )
+
+    @field_validator("resolve_after")
+    @classmethod
+    def _resolve_after(cls, value: str) -> str:
+        try:
+            seconds = window_seconds(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a positive duration: write e.g. 7d, 36h or 90m"
+            ) from None
+        if seconds > _FOLLOWUP_MAX_SECONDS:
+            raise ValueError(f"{value!r} is longer than a year (366d)")
+        return value
+
+    @property
+    def seconds(self) -> int:
+        return window_seconds(self.resolve_after)
+
+
 class Rules(_Model):
     """The whole policy file."""
 
@@ -399,6 +433,15 @@ class Rules(_Model):
     plans: dict[str, Plan] = Field(min_length=1)
     default_plan: str
     customers: tuple[Customer, ...] = ()
+    #: Files of more customer entries (mailbot.rules.customer_files), relative to rules.yaml:
+    #: the loader appends their entries to ``customers``, after the inline ones.
+    customers_from: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(),
+        description="Files with more customer entries, relative to rules.yaml: CSV (a header"
+        " row naming the columns match, plan, name, language, account; comma, semicolon or"
+        " tab separated; UTF-8) or YAML (a list of entries as under customers). Their"
+        " entries come after the inline ones, file by file.",
+    )
     wiki: tuple[WikiArticle, ...] = ()
     wiki_min_score: float = Field(default=0.5, gt=0.0, le=1.0)
     templates: Templates = Templates()
@@ -411,6 +454,8 @@ class Rules(_Model):
     billing: BillingSpec = BillingSpec()
     agent_mail: AgentMail = AgentMail()
     auto_reply_limits: AutoReplyLimits = AutoReplyLimits()
+    #: After a wiki redirect: resolve it by itself when the customer does not come back.
+    wiki_followup: WikiFollowup | None = None
     #: The action table (mailbot.rules.actions): ordered, the first that decides wins.
     actions: tuple[Action, ...] = ()
 

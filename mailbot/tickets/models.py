@@ -36,6 +36,14 @@ class OutboxStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class WikiRedirect(enum.StrEnum):
+    """What came of a new ticket answered with a wiki redirect (``Ticket.wiki_redirect``)."""
+
+    PENDING = "pending"  # waiting on the customer, its clocks paused
+    CAME_BACK = "came_back"  # the customer wrote again: a normal ticket for an agent
+    RESOLVED_UNANSWERED = "resolved_unanswered"  # no reply within wiki_followup.resolve_after
+
+
 class MailboxState(Model):
     """The IMAP checkpoint of one mailbox: its UIDVALIDITY and the last UID committed."""
 
@@ -70,6 +78,11 @@ class Ticket(Model):
     category = fields.CharField(max_length=32, default="")
     #: The first message read as a how-to question (counted for training offers).
     howto = fields.BooleanField(default=False)
+    #: Answered with a wiki redirect when new: whether the customer came back (None: not
+    #: redirected). mailbot.tickets.wiki_followup. A new column (no migrations yet).
+    wiki_redirect = fields.CharEnumField(
+        WikiRedirect, max_length=24, null=True, default=None, db_index=True
+    )
     resolved_at = fields.DatetimeField(null=True)
     spam = fields.BooleanField(default=False)
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(

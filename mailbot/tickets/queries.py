@@ -10,6 +10,8 @@ from email.header import decode_header, make_header
 from email.parser import HeaderParser
 from email.policy import compat32
 
+from tortoise.expressions import RawSQL
+
 from mailbot.domain import TicketStatus
 from mailbot.ingest.correlate import ticket_ref
 from mailbot.tickets.models import (
@@ -135,11 +137,16 @@ async def list_tickets(
     """Tickets newest first, each with its messages in arrival order.
 
     ``queue``: the open tickets in work order instead — plan priority first (so package
-    customers come before on-demand ones), then the earliest deadline.
+    customers come before on-demand ones), then the earliest deadline; tickets without one
+    (waiting on the customer, clocks paused) last, on SQLite as on PostgreSQL.
     """
     if queue:
         open_states = [TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.WAITING]
-        query = Ticket.filter(status__in=open_states).order_by("-priority", "deadline", "id")
+        query = (
+            Ticket.filter(status__in=open_states)
+            .annotate(no_deadline=RawSQL('"deadline" IS NULL'))  # false (0) first
+            .order_by("-priority", "no_deadline", "deadline", "id")
+        )
     else:
         query = Ticket.all().order_by("-created_at", "-id")
     if limit is not None:

@@ -1,4 +1,5 @@
-"""Monthly reports: time banks per account and SLA results per plan (read only).
+"""Monthly reports: time banks per account, SLA results and wiki redirects per plan (read
+only).
 
 A period is a calendar month in the rules' timezone (``2026-11``: from 1 November 00:00 to
 1 December 00:00 local time). Time-bank figures come from :func:`mailbot.billing.bank.
@@ -19,7 +20,7 @@ from mailbot.billing.bank import statement
 from mailbot.errors import ConfigError
 from mailbot.rules.schema import Rules
 from mailbot.sla.clocks import ClockStatus
-from mailbot.tickets.models import Ticket, TicketClock, TimeEntry, TopUp
+from mailbot.tickets.models import Ticket, TicketClock, TimeEntry, TopUp, WikiRedirect
 from mailbot.tickets.timebank import ledger
 
 _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
@@ -209,3 +210,60 @@ async def sla_report(rules: Rules, period: Period) -> list[SlaRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class WikiRow:
+    """Per plan: new tickets of the period answered with a wiki redirect, and what came of
+    them so far (mailbot.tickets.wiki_followup)."""
+
+    plan: str
+    name: str
+    redirected: int
+    came_back: int
+    resolved_unanswered: int
+    pending: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "plan": self.plan,
+            "name": self.name,
+            "redirected": self.redirected,
+            "came_back": self.came_back,
+            "resolved_unanswered": self.resolved_unanswered,
+            "pending": self.pending,
+        }
+
+
+def wiki_rows(rules: Rules, redirects: list[tuple[str, WikiRedirect]]) -> list[WikiRow]:
+    """Pure: the rows for (plan, outcome) pairs, plans by priority then id."""
+    counts: dict[str, dict[WikiRedirect, int]] = {}
+    for plan_id, outcome in redirects:
+        by_outcome = counts.setdefault(plan_id, {})
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    rows = []
+    for plan_id in sorted(
+        counts, key=lambda p: (-(rules.plans[p].priority if p in rules.plans else 0), p)
+    ):
+        by_outcome = counts[plan_id]
+        plan = rules.plans.get(plan_id)
+        rows.append(
+            WikiRow(
+                plan_id,
+                plan.name if plan is not None else plan_id,
+                sum(by_outcome.values()),
+                by_outcome.get(WikiRedirect.CAME_BACK, 0),
+                by_outcome.get(WikiRedirect.RESOLVED_UNANSWERED, 0),
+                by_outcome.get(WikiRedirect.PENDING, 0),
+            )
+        )
+    return rows
+
+
+async def wiki_report(rules: Rules, period: Period) -> list[WikiRow]:
+    """Per plan: tickets opened in the period with a wiki redirect; how many customers came
+    back, how many were resolved unanswered, how many still wait (as of now)."""
+    found = await Ticket.filter(
+        created_at__gte=period.start, created_at__lt=period.end, wiki_redirect__not_isnull=True
+    ).values_list("plan", "wiki_redirect")
+    return wiki_rows(rules, [(str(plan), WikiRedirect(state)) for plan, state in found])

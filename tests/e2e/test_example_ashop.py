@@ -104,8 +104,8 @@ async def test_core_howto_question_gets_help_centre_links_and_three_working_days
     )
     assert (ticket.plan, ticket.language, ticket.howto) == ("core", "sv", True)
     assert (ticket.priority, ticket.category) == (10, "fraga")
-    # A Sunday question counts from Monday's opening: the close of the 3rd working day.
-    assert ticket.deadline == datetime(2026, 11, 25, 16, 0, tzinfo=UTC)  # Wednesday 17:00
+    # A wiki redirect: the ticket waits on Lisa, its clocks paused until she replies.
+    assert (ticket.status, ticket.deadline) == ("waiting", None)
     assert await kind_of_answer(ticket) == "wiki"
 
     answer = only(sent_to(smtp_sink, CORE_LISA))
