@@ -97,7 +97,10 @@ async def test_concurrent_sweeps_never_send_twice(database: str, shipped_policy:
     sweepers = [ReminderSweeper(lambda: shipped_policy, clock) for _ in range(3)]
     reports = await asyncio.gather(*(s.run_once() for s in sweepers))
     assert sum(r.sent + r.missed + r.skipped for r in reports) == 30
-    assert sum(r.lost_races for r in reports) == 60  # each row lost by the two others
+    # Each row is decided once; the two other sweepers lose the race for it, unless it was
+    # already decided when they listed the pending rows (timing: on PostgreSQL they often
+    # list after the first decisions). So at most 2 lost races a row, never a second send.
+    assert sum(r.lost_races for r in reports) <= 60
     assert await OutboxRow.all().count() == sum(r.sent for r in reports)
     assert await Reminder.filter(status=ReminderStatus.PENDING).count() == 0
 
