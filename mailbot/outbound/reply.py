@@ -45,6 +45,7 @@ def reply_context(
         "subject": subject,
         "customer_name": reply.to.name or _rules_name(rules, decision.customer),
         "plan_name": plan.name,
+        "channels": list(plan.channels),
         "promise": promise_text(
             plan,
             reply.language,

@@ -252,6 +252,9 @@ class FirstResponse(_Model):
         return value
 
 
+Channel = Literal["email", "phone", "remote", "chat", "onsite"]
+
+
 class Plan(_Model):
     """What a customer bought: a response target, a priority and how how-tos are answered.
 
@@ -268,6 +271,9 @@ class Plan(_Model):
     sla: PlanSla | None = None
     #: The time bank of customers on this plan who have no account with its own.
     time_bank: TimeBankSpec | None = None
+    #: How customers on this plan may reach support, for the templates (``channels``):
+    #: mailbot itself answers e-mail; the others are what the plan promises besides.
+    channels: tuple[Channel, ...] = ("email",)
 
 
 class Customer(_Model):

@@ -35,3 +35,21 @@ def test_the_senders_own_name_comes_first(tmp_path: Path) -> None:
 
 def test_an_unknown_bare_sender_gets_no_name(tmp_path: Path) -> None:
     assert _name(tmp_path, Address("someone@else.example", "")) == ""
+
+
+def test_the_plans_channels_reach_the_templates(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        RULES.replace(
+            "    first_response: {working_hours: 8}\n",
+            "    first_response: {working_hours: 8}\n    channels: [email, phone]\n",
+        ),
+        encoding="utf-8",
+    )
+    policy = load_policy(path, REPO / "templates")
+    for sender, channels in (("anna@butiken.se", ["email", "phone"]), ("x@y.example", ["email"])):
+        view = MessageView(Address(sender, ""), "Kassan", "Kassan fungerar inte.")
+        decision = decide(view, NEW, AutoVerdict(False), policy.rules, NOW)
+        assert decision.reply is not None
+        context = reply_context(policy, decision, decision.reply, 1, "Kassan")
+        assert context["channels"] == channels
