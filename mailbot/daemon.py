@@ -37,6 +37,7 @@ from mailbot.reload import RELOAD_POLL_SECONDS, ReloadOutcome, RulesReloader
 from mailbot.reminders import ReminderSweeper
 from mailbot.settings import Settings
 from mailbot.status import status_path, write_status
+from mailbot.systemd_notify import notify, watchdog_seconds
 from mailbot.tickets.database import close_database, missing_columns, open_database, redact
 from mailbot.tickets.models import OutboxRow, Ticket
 from mailbot.tickets.notices import notify_agents
@@ -121,7 +122,7 @@ class Daemon:
             settings,
             self.clock,
             on_stored=self._on_stored,
-            on_synced=self._write_status,
+            on_synced=self._synced,
         )
         self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
         self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
@@ -146,6 +147,7 @@ class Daemon:
         self.stopped: datetime | None = None
         self.mode = "run"
         self._status_failed = False
+        self._announced = False
 
     def swap_policy(self, policy: Policy) -> None:
         """Install a new ruleset. One synchronous step on the event loop: every reader (intake,
@@ -156,6 +158,30 @@ class Daemon:
     def request_reload(self) -> None:
         """The SIGHUP handler: the watcher task reloads at once."""
         self.wake_reload.set()
+
+    def _synced(self) -> None:
+        """After each IMAP sync: the state file; after the first good one, systemd's READY
+        (the database is open and the mailbox answered)."""
+        self._write_status()
+        if not self._announced and self.poller.last_sync is not None:
+            self._announced = True
+            notify("READY=1", f"STATUS=serving {self.poller.label}, rules {self.policy.version}")
+
+    def _request_stop(self) -> None:
+        """SIGTERM/SIGINT: tell systemd at once, then finish the message in hand and stop."""
+        notify("STOPPING=1", "STATUS=stopping")
+        self.stop.set()
+
+    async def _watchdog_loop(self) -> None:
+        """``WATCHDOG=1`` from the event loop at half ``WatchdogSec=``: a blocked loop misses
+        it and systemd restarts the service. Nothing to do without a watchdog."""
+        interval = watchdog_seconds()
+        if interval is None:
+            return
+        while not self.stop.is_set():
+            notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), interval)
 
     def _reloaded(self, outcome: ReloadOutcome) -> None:
         self.wake_wiki_followup.set()  # wiki_followup.resolve_after may have changed
@@ -322,7 +348,11 @@ class Daemon:
             try:
                 if self.wake_reload.is_set():
                     self.wake_reload.clear()
-                    await self.reloader.reload("SIGHUP")
+                    notify("RELOADING=1", "STATUS=reloading the rules")
+                    try:
+                        await self.reloader.reload("SIGHUP")
+                    finally:
+                        notify("READY=1", f"STATUS=rules {self.policy.version}")
                 else:
                     await self.reloader.check()
             except asyncio.CancelledError:
@@ -334,7 +364,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.mode = "run"
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
+            loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
@@ -355,11 +385,13 @@ class Daemon:
                 group.create_task(self._reminder_loop(scheduler))
                 group.create_task(self._wiki_followup_loop(scheduler))
                 group.create_task(self._reload_loop())
+                group.create_task(self._watchdog_loop())
                 self.ready.set()
         finally:
             scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            notify("STOPPING=1")
             self.finish()
         log.info("mailbot stopped")
 
