@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -288,54 +288,71 @@ class Daemon:
                 waiter.cancel()
 
     async def _reminder_loop(self, scheduler: AsyncIOScheduler) -> None:
-        while not self.stop.is_set():
-            self.wake_reminders.clear()
-            try:
-                report = await self.reminders.run_once()
-                if report.sent:
-                    self.wake_sender.set()
-                due = await self.reminders.next_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reminder sweep failed; retrying at the next sweep")
-                due = None
-            if due is not None and due <= self.clock.now():
-                self.wake_reminders.set()  # more were due than one sweep takes: go on now
-            elif due is not None:
-                scheduler.add_job(
-                    self.wake_reminders.set,
-                    "date",
-                    run_date=due,
-                    id="reminder-next",
-                    replace_existing=True,
-                )
-            await self._wait(self.wake_reminders)
+        async def sweep() -> None:
+            report = await self.reminders.run_once()
+            if report.sent:
+                self.wake_sender.set()
+
+        await self._sweep_loop(
+            scheduler,
+            self.wake_reminders,
+            sweep,
+            self.reminders.next_due,
+            job_id="reminder-next",
+            what="reminder sweep",
+            retry_seconds=None,
+        )
 
     async def _wiki_followup_loop(self, scheduler: AsyncIOScheduler) -> None:
-        """Like the reminder loop: the sweep runs, then sleeps until the next redirect falls
-        due (a scheduler job), new mail is stored or the rules are reloaded."""
+        """Woken as the reminder loop, and also when new mail is stored or the rules are
+        reloaded."""
+
+        async def sweep() -> None:
+            await self.wiki_followup.run_once()
+
+        await self._sweep_loop(
+            scheduler,
+            self.wake_wiki_followup,
+            sweep,
+            self.wiki_followup.next_due,
+            job_id="wiki-followup-next",
+            what="wiki follow-up sweep",
+            retry_seconds=WIKI_FOLLOWUP_RETRY_SECONDS,
+        )
+
+    async def _sweep_loop(
+        self,
+        scheduler: AsyncIOScheduler,
+        wake: asyncio.Event,
+        sweep: Callable[[], Awaitable[None]],
+        next_due: Callable[[], Awaitable[datetime | None]],
+        *,
+        job_id: str,
+        what: str,
+        retry_seconds: float | None,
+    ) -> None:
+        """Run ``sweep``, then sleep until ``wake``: set by a scheduler job at the next due
+        row, or at once when more were due than one sweep takes. After a failure the next
+        try is ``retry_seconds`` later (None: at the next wake)."""
         while not self.stop.is_set():
-            self.wake_wiki_followup.clear()
+            wake.clear()
             try:
-                await self.wiki_followup.run_once()
-                due = await self.wiki_followup.next_due()
+                await sweep()
+                due = await next_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("wiki follow-up sweep failed; retrying in a minute")
-                due = self.clock.now() + timedelta(seconds=WIKI_FOLLOWUP_RETRY_SECONDS)
-            if due is not None and due <= self.clock.now():
-                self.wake_wiki_followup.set()  # more were due than one sweep takes: go on
-            elif due is not None:
-                scheduler.add_job(
-                    self.wake_wiki_followup.set,
-                    "date",
-                    run_date=due,
-                    id="wiki-followup-next",
-                    replace_existing=True,
+                log.exception("%s failed; retrying", what)
+                due = (
+                    None
+                    if retry_seconds is None
+                    else self.clock.now() + timedelta(seconds=retry_seconds)
                 )
-            await self._wait(self.wake_wiki_followup)
+            if due is not None and due <= self.clock.now():
+                wake.set()  # more were due than one sweep takes: go on now
+            elif due is not None:
+                scheduler.add_job(wake.set, "date", run_date=due, id=job_id, replace_existing=True)
+            await self._wait(wake)
 
     async def _reload_loop(self) -> None:
         """SIGHUP reloads at once; otherwise the files are looked at every few seconds (the
