@@ -39,7 +39,7 @@ from mailbot.settings import Settings
 from mailbot.status import status_path, write_status
 from mailbot.systemd_notify import notify, watchdog_seconds
 from mailbot.tickets.database import close_database, missing_columns, open_database, redact
-from mailbot.tickets.models import OutboxRow, Ticket
+from mailbot.tickets.models import OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.notices import notify_agents
 from mailbot.tickets.wiki_followup import WikiFollowupSweeper
 
@@ -140,6 +140,9 @@ class Daemon:
         self.wake_reload = asyncio.Event()
         self.reload_poll_seconds = RELOAD_POLL_SECONDS
         self.stop = asyncio.Event()
+        #: A second SIGTERM/SIGINT: stop flushing the outbox and exit.
+        self.abandon_flush = asyncio.Event()
+        self._stop_deadline: float | None = None  # event-loop time; set by the stop signal
         #: Set once ``run`` handles signals and its tasks are started.
         self.ready = asyncio.Event()
         self.status_file = status_file
@@ -168,9 +171,51 @@ class Daemon:
             notify("READY=1", f"STATUS=serving {self.poller.label}, rules {self.policy.version}")
 
     def _request_stop(self) -> None:
-        """SIGTERM/SIGINT: tell systemd at once, then finish the message in hand and stop."""
+        """SIGTERM/SIGINT: tell systemd at once, then finish the batch in hand, flush the
+        outbox (``stop_timeout``) and stop. A second signal gives up the flush."""
+        if self.stop.is_set():
+            log.warning("second stop signal: not waiting for the outbox any more")
+            self.abandon_flush.set()
+            return
         notify("STOPPING=1", "STATUS=stopping")
+        self._stop_deadline = asyncio.get_running_loop().time() + self.settings.stop_timeout
         self.stop.set()
+
+    def _out_of_time(self) -> bool:
+        """Whether a stopping daemon must leave the rest of the outbox queued."""
+        if self.abandon_flush.is_set():
+            return True
+        deadline = self._stop_deadline
+        return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
+    async def flush_outbox(self) -> int:
+        """After the tasks have stopped: send what is due until ``stop_timeout`` seconds
+        after the stop signal (checked between mails: one in flight is never cut off).
+        Returns the number sent; what is left stays queued for the next start."""
+        if self._stop_deadline is None:
+            self._stop_deadline = asyncio.get_running_loop().time() + self.settings.stop_timeout
+        out_of_time = self._out_of_time
+        sent = 0
+        while not out_of_time():
+            try:
+                batch = await self.sender.run_once(until=out_of_time)
+            except Exception:
+                log.exception("flushing the outbox at stop failed; the rest stays queued")
+                break
+            sent += batch
+            if batch == 0:
+                break
+        left = await OutboxRow.filter(
+            status=OutboxStatus.QUEUED, next_attempt_at__lte=self.clock.now()
+        ).count()
+        if left:
+            log.warning(
+                "stopping with %d due outbox rows unsent (flush %s); they go out at the next start",
+                left,
+                "abandoned" if self.abandon_flush.is_set() else "timed out or SMTP unavailable",
+            )
+        log.info("outbox flushed at stop: %d sent, %d due left", sent, left)
+        return sent
 
     async def _watchdog_loop(self) -> None:
         """``WATCHDOG=1`` from the event loop at half ``WatchdogSec=``: a blocked loop misses
@@ -271,7 +316,7 @@ class Daemon:
         while not self.stop.is_set():
             self.wake_sender.clear()
             try:
-                await self.sender.run_once()
+                await self.sender.run_once(until=self._out_of_time)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -404,6 +449,7 @@ class Daemon:
                 group.create_task(self._reload_loop())
                 group.create_task(self._watchdog_loop())
                 self.ready.set()
+            await self.flush_outbox()
         finally:
             scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -3,7 +3,7 @@
 The variables (all ``MAILBOT_*``) are listed with their defaults in the README's "Configure"
 table: IMAP_URL, SMTP_URL, IMAP_PASSWORD[_FILE], SMTP_PASSWORD[_FILE], DB_URL, RULES,
 TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES,
-SECRET[_FILE].
+SECRET[_FILE], STOP_TIMEOUT.
 A password file is read once at start-up and stripped of its trailing newline.
 """
 
@@ -54,6 +54,9 @@ class Settings:
     #: The key that signs agents' reply tokens (MAILBOT_SECRET[_FILE]); None: a key file
     #: in ``state_dir`` (see ``mailbot.agents.secret_key``).
     secret: str | None = None
+    #: SIGTERM: how long the outbox may take to flush before the daemon exits anyway
+    #: (MAILBOT_STOP_TIMEOUT; keep it below the unit's TimeoutStopSec=).
+    stop_timeout: float = 20.0
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
@@ -141,4 +144,5 @@ def load_settings(
         poll_seconds=_number(env, "MAILBOT_POLL_SECONDS", 60.0),
         max_message_bytes=int(_number(env, "MAILBOT_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)),
         secret=_secret(env, "MAILBOT_SECRET"),
+        stop_timeout=_number(env, "MAILBOT_STOP_TIMEOUT", 20.0),
     )

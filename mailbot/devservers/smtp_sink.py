@@ -13,7 +13,8 @@ Fault injection, visible to any SMTP client:
 * a recipient whose local part contains ``tempfail`` is answered ``451`` at RCPT,
   one containing ``reject`` ``550``;
 * :meth:`SmtpSink.fail_next_data` answers the next *n* DATA commands with ``451`` (or
-  ``421``, after which the connection is closed, as RFC 5321 says).
+  ``421``, after which the connection is closed, as RFC 5321 says);
+* ``data_delay`` seconds before each DATA answer: a slow server.
 
 TLS: ``security=Security.STARTTLS`` offers STARTTLS and refuses mail before it,
 ``Security.TLS`` is implicit TLS; both use a self-signed certificate made at start-up with the
@@ -68,6 +69,7 @@ class SmtpSink:
     data_fail_code: int = 451
     data_attempts: int = 0  # DATA commands seen, failed ones included
     credentials: tuple[str, str] | None = None
+    data_delay: float = 0.0  # seconds before each DATA reply (a slow server)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
 
     @property
@@ -132,6 +134,8 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         sink = self.sink
         sink.data_attempts += 1
+        if sink.data_delay > 0:
+            await asyncio.sleep(sink.data_delay)
         if sink.data_fail_count > 0:
             sink.data_fail_count -= 1
             code = sink.data_fail_code

@@ -100,6 +100,8 @@ class MailboxPoller:
         self.label = endpoint.redacted()
         self.stats: dict[Disposition, int] = dict.fromkeys(Disposition, 0)
         self._reconciled: ImapSession | None = None
+        #: ``run``'s stop event: a sync stops between batches once it is set.
+        self._stop: asyncio.Event | None = None
 
     async def open(self) -> ImapSession:
         return await ImapSession.open(self.endpoint)
@@ -123,6 +125,8 @@ class MailboxPoller:
         uids = await session.search_uids(last_uid + 1)
         handled = 0
         for batch in chunks(uids, self.settings.batch):
+            if self._stop is not None and self._stop.is_set():
+                break  # SIGTERM: the batch in hand is finished, no new one is fetched
             handled += await self._process_batch(session, batch)
         return handled
 
@@ -214,6 +218,7 @@ class MailboxPoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync, then IDLE (or poll) until ``stop``; reconnect with capped backoff on trouble."""
+        self._stop = stop
         delay = BACKOFF_START
         not_before = 0.0  # a server that asked us to slow down: at least this long
         while not stop.is_set():

@@ -187,8 +187,11 @@ class OutboxSender:
         )
         return row.next_attempt_at if row else None
 
-    async def run_once(self) -> int:
-        """Send every due row; returns how many were sent. One connection for the batch."""
+    async def run_once(self, *, until: Callable[[], bool] | None = None) -> int:
+        """Send every due row; returns how many were sent. One connection for the batch.
+
+        ``until``: asked before each row; once it answers True the rest stay queued (a
+        graceful stop that has run out of time). A row being sent is never cut off."""
         await self.requeue_stale()
         due = await self._due()
         ids = [row_id for row_id, _ in due]
@@ -211,6 +214,8 @@ class OutboxSender:
             for row_id, conversation in due:
                 if not smtp.is_connected:
                     # The server dropped us: the rest stay queued and due for the next drain.
+                    break
+                if until is not None and until():
                     break
                 if conversation is not None and conversation in held:
                     continue  # an earlier mail of this conversation is waiting again
