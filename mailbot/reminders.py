@@ -3,8 +3,9 @@
 APScheduler only wakes the sweep (at the next due row, plus a safety sweep); the rows are the
 truth. A due reminder is decided in one transaction:
 
-* **claimed** by a conditional UPDATE ``pending -> sent|skipped|missed``; a second daemon (or a
-  second sweep) that lost the race updates nothing and moves on, so a reminder is sent at most
+* **claimed** by a conditional UPDATE ``pending -> sent|skipped|missed``, after locking the row
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; a second daemon (or a second sweep) that lost the
+  race skips the row or updates nothing and moves on, so a reminder is sent at most
   once, and the outbox row that carries it commits together with the claim, so at least once;
 * **skipped** when it no longer matters: the ticket was resolved or closed, or the clock was met
   or paused in the meantime (a resumed clock gets fresh rows);
@@ -156,6 +157,16 @@ class ReminderSweeper:
         self, row: Reminder, now: datetime, latest_due: datetime
     ) -> ReminderStatus | None:
         async with in_transaction() as conn:
+            # PostgreSQL: lock the row or skip it at once when another daemon's sweep holds
+            # it (SQLite ignores this; the conditional UPDATE below is the guard everywhere).
+            mine = (
+                await Reminder.filter(id=row.id, status=ReminderStatus.PENDING)
+                .select_for_update(skip_locked=True)
+                .using_db(conn)
+                .only("id")  # not values_list: tortoise drops FOR UPDATE from it
+            )
+            if not mine:
+                return None  # another sweep or daemon is deciding it, or has decided it
             ticket = await Ticket.get(id=row.ticket_id, using_db=conn)
             clock = (
                 await TicketClock.filter(ticket_id=row.ticket_id, name=row.clock)

@@ -135,10 +135,25 @@ class OutboxSender:
         return int(count)
 
     async def _claim(self, row_id: int) -> bool:
+        """queued -> sending, or False when another sender has it. On PostgreSQL the row is
+        locked ``FOR UPDATE SKIP LOCKED`` first: a sender never waits behind another one's
+        claim, it moves on to the next row. The conditional UPDATE is the guard on every
+        database (SQLite ignores row locks; its writers are serialised)."""
         now = self.clock.now()
-        claimed = await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED).update(
-            status=OutboxStatus.SENDING, claimed_at=now
-        )
+        async with in_transaction() as conn:
+            locked = (
+                await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
+                .select_for_update(skip_locked=True)
+                .using_db(conn)
+                .only("id")  # not values_list: tortoise drops FOR UPDATE from it
+            )
+            if not locked:
+                return False
+            claimed = (
+                await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
+                .using_db(conn)
+                .update(status=OutboxStatus.SENDING, claimed_at=now)
+            )
         return bool(claimed)
 
     async def due_ids(self, limit: int = 100) -> list[int]:
