@@ -230,20 +230,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in (
-        "tortoise",
-        "aiosqlite",
-        "apscheduler",
-        "aioimaplib",
-        "mail-parser",
-        "mailparser",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """stderr as text (``<N>`` priorities under journald) or JSON: mailbot.log_setup. A bad
+    MAILBOT_LOG_FORMAT logs in text here; loading the settings then fails on it (exit 2)."""
+    import os
+
+    from mailbot.log_setup import configure_logging, parse_log_format
+
+    try:
+        log_format = parse_log_format(os.environ.get("MAILBOT_LOG_FORMAT"))
+    except ConfigError as exc:
+        configure_logging(verbose=verbose)
+        log.warning("%s; logging as text", exc)
+        return
+    configure_logging(verbose=verbose, log_format=log_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,9 @@ from mailbot.endpoints import Endpoint
 from mailbot.errors import ConfigError
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
+from mailbot.mailbox.lease import LeaseState, MailboxLeaseKeeper, fetch_while_leased
 from mailbot.mailbox.poller import MailboxPoller
+from mailbot.metrics import MeteredIntake, Metrics
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
 from mailbot.reload import RELOAD_POLL_SECONDS, ReloadOutcome, RulesReloader
@@ -42,6 +44,7 @@ from mailbot.tickets.database import close_database, missing_columns, open_datab
 from mailbot.tickets.models import OutboxRow, OutboxStatus, Ticket
 from mailbot.tickets.notices import notify_agents
 from mailbot.tickets.wiki_followup import WikiFollowupSweeper
+from mailbot.web_endpoint import EndpointServer, start_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,16 @@ class WatchedPoller(MailboxPoller):
         self.last_sync: datetime | None = None
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
+        #: IMAP sessions opened; each after the first is a reconnect, told to on_reconnect.
+        self.opened = 0
+        self.on_reconnect: Callable[[], None] = lambda: None
+
+    async def open(self) -> ImapSession:
+        session = await super().open()
+        self.opened += 1
+        if self.opened > 1:
+            self.on_reconnect()
+        return session
 
     async def sync(self, session: ImapSession) -> int:
         try:
@@ -113,7 +126,11 @@ class Daemon:
         self.settings = settings
         self.policy = policy
         self.clock = clock or SystemClock()
-        self.intake = Intake(policy, self.clock, signer=signer_for(settings))
+        #: Prometheus figures (mailbot.metrics), served by mailbot.web_endpoint.
+        self.metrics = Metrics(self.clock, ingested=lambda: self.poller.stats)
+        self.intake = MeteredIntake(
+            policy, self.clock, signer=signer_for(settings), metrics=self.metrics
+        )
         self.wake_sender = asyncio.Event()
         self.wake_reminders = asyncio.Event()
         self.poller = WatchedPoller(
@@ -124,6 +141,13 @@ class Daemon:
             on_stored=self._on_stored,
             on_synced=self._synced,
         )
+        self.poller.on_reconnect = lambda: self.metrics.reconnected(self.poller.label)
+        self.metrics.watch_mailbox(self.poller.label)
+        #: The /metrics and /healthz server while ``run`` runs (``web.port``: its port).
+        self.web: EndpointServer | None = None
+        #: Only the holder of the mailbox's lease fetches it (several daemons, one database).
+        self.lease = MailboxLeaseKeeper(self.poller.key, self.clock, seconds=settings.lease_seconds)
+        self.standby: LeaseState | None = None
         self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
         self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
         #: Resolves wiki redirects nobody came back to (mailbot.tickets.wiki_followup).
@@ -169,6 +193,30 @@ class Daemon:
         if not self._announced and self.poller.last_sync is not None:
             self._announced = True
             notify("READY=1", f"STATUS=serving {self.poller.label}, rules {self.policy.version}")
+
+    def _standby(self, state: LeaseState) -> None:
+        """The lease is another daemon's: this one sends and sweeps, but does not fetch.
+        That is a healthy state, so systemd hears READY."""
+        if self.standby is None or self.standby.holder != state.holder:
+            log.info(
+                "mailbox %s is fetched by %s: standing by (taking over when its lease of %g s"
+                " lapses)",
+                self.poller.label,
+                state.holder or "another daemon",
+                self.lease.seconds,
+            )
+        self.standby = state
+        self._write_status()
+        if not self._announced:
+            self._announced = True
+            notify(
+                "READY=1",
+                f"STATUS=standby: {self.poller.label} is fetched by {state.holder}",
+            )
+
+    async def _fetch(self, until: asyncio.Event) -> None:
+        self.standby = None
+        await self.poller.run(until)
 
     def _request_stop(self) -> None:
         """SIGTERM/SIGINT: tell systemd at once, then finish the batch in hand, flush the
@@ -229,6 +277,7 @@ class Daemon:
                 await asyncio.wait_for(self.stop.wait(), interval)
 
     def _reloaded(self, outcome: ReloadOutcome) -> None:
+        self.metrics.reloaded(outcome.ok)
         self.wake_wiki_followup.set()  # wiki_followup.resolve_after may have changed
         self._write_status()
 
@@ -257,6 +306,11 @@ class Daemon:
                 "last_sync": _iso(self.poller.last_sync),
                 "last_error": self.poller.last_error,
                 "last_error_at": _iso(self.poller.last_error_at),
+                "lease": {
+                    "held": self.lease.held,
+                    "holder": self.lease.holder if self.lease.held else None,
+                    "standby_for": self.standby.holder if self.standby else None,
+                },
             },
         }
 
@@ -300,7 +354,19 @@ class Daemon:
         self.mode = "once"
         self._write_status()
         before = dict(self.poller.stats)
-        await self.poller.run_once()
+        state = await self.lease.acquire()
+        if state.held:
+            try:
+                await self.poller.run_once()
+            finally:
+                await self.lease.release()
+        else:
+            log.warning(
+                "%s is being fetched by %s (lease until %s): not fetching, only sending",
+                self.poller.label,
+                state.holder,
+                _iso(state.expires_at),
+            )
         ingested = {k: v - before.get(k, 0) for k, v in self.poller.stats.items()}
         await self.wiki_followup.run_once()
         await self.reminders.run_once()
@@ -425,6 +491,7 @@ class Daemon:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.mode = "run"
+        self.web = await start_endpoint(self)  # /metrics and /healthz, if http_listen
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -442,7 +509,9 @@ class Daemon:
         self._write_status()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.poller.run(self.stop))
+                group.create_task(
+                    fetch_while_leased(self.lease, self._fetch, self.stop, on_standby=self._standby)
+                )
                 group.create_task(self._sender_loop())
                 group.create_task(self._reminder_loop(scheduler))
                 group.create_task(self._wiki_followup_loop(scheduler))
@@ -455,6 +524,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             notify("STOPPING=1")
+            if self.web is not None:
+                await self.web.close()
             self.finish()
         log.info("mailbot stopped")
 

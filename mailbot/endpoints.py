@@ -6,22 +6,43 @@
 Same for ``smtps://`` (implicit TLS, 465), ``smtp://`` (STARTTLS, 587) and ``smtp+plain://``.
 
 There is no downgrade: ``imap://`` never falls back to plain text when STARTTLS is missing.
+
+``auth`` is how we log in: :attr:`Auth.PASSWORD` (LOGIN / SMTP AUTH with ``password``) or
+:attr:`Auth.XOAUTH2` (SASL XOAUTH2 with an access token from ``tokens``, a
+:class:`mailbot.oauth.TokenSource` that IMAP and SMTP may share).
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from mailbot.errors import ConfigError, TlsRequiredError
+
+if TYPE_CHECKING:
+    from mailbot.oauth import TokenSource
 
 
 class Security(enum.StrEnum):
     TLS = "tls"
     STARTTLS = "starttls"
     PLAIN = "plain"
+
+
+class Auth(enum.StrEnum):
+    PASSWORD = "password"
+    XOAUTH2 = "xoauth2"
+
+    @classmethod
+    def parse(cls, text: str | None, variable: str) -> Auth:
+        value = (text or "").strip().lower() or cls.PASSWORD.value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"{variable}={text!r}: use 'password' or 'xoauth2'") from None
 
 
 _SCHEMES: dict[str, tuple[str, Security, int]] = {
@@ -54,6 +75,9 @@ class Endpoint:
     mailbox: str  # IMAP folder; empty for SMTP
     # TLS certificate verification. Only a loopback host may turn it off (tests, demo).
     verify_tls: bool = True
+    auth: Auth = Auth.PASSWORD
+    #: Access tokens for ``Auth.XOAUTH2`` (None with passwords).
+    tokens: TokenSource | None = field(default=None, compare=False, repr=False)
 
     def redacted(self) -> str:
         scheme = {Security.TLS: "s", Security.STARTTLS: "", Security.PLAIN: "+plain"}
@@ -63,9 +87,18 @@ class Endpoint:
 
 
 def parse_endpoint(
-    url: str, *, protocol: str, password: str | None = None, verify_tls: bool = True
+    url: str,
+    *,
+    protocol: str,
+    password: str | None = None,
+    verify_tls: bool = True,
+    auth: Auth = Auth.PASSWORD,
+    tokens: TokenSource | None = None,
 ) -> Endpoint:
-    """Parse a connection URL; a password in the URL is accepted but ``password`` wins."""
+    """Parse a connection URL; a password in the URL is accepted but ``password`` wins.
+
+    ``auth=Auth.XOAUTH2`` needs a user in the URL and ``tokens``.
+    """
     try:
         parts = urlsplit(url)
         port_in_url = parts.port
@@ -89,6 +122,15 @@ def parse_endpoint(
             f"{protocol.upper()} URL {url!r}: certificate verification can only be turned off "
             "for a loopback host"
         )
+    if auth is Auth.XOAUTH2 and not parts.username:
+        raise ConfigError(
+            f"{protocol.upper()} URL {url!r}: XOAUTH2 needs the mailbox user in the URL "
+            f"({protocol}s://user@{host})"
+        )
+    if auth is Auth.XOAUTH2 and tokens is None:
+        raise ConfigError(
+            f"{protocol.upper()} URL {url!r}: XOAUTH2 needs a token source (MAILBOT_OAUTH_*)"
+        )
     mailbox = unquote(parts.path.lstrip("/")) if protocol == "imap" else ""
     return Endpoint(
         protocol=protocol,
@@ -101,4 +143,6 @@ def parse_endpoint(
         else (unquote(parts.password) if parts.password else None),
         mailbox=mailbox or ("INBOX" if protocol == "imap" else ""),
         verify_tls=verify_tls,
+        auth=auth,
+        tokens=tokens if auth is Auth.XOAUTH2 else None,
     )

@@ -8,12 +8,19 @@ Every failure mailbot knows about is one of three kinds, and the kind decides wh
     ├── TransientError               worth retrying with capped backoff; nothing is lost
     │   ├── ImapTransientError       connection refused/cut, timeout, NO/BAD on a retryable command
     │   ├── SmtpTransientError       4xx replies, timeouts, connection errors
+    │   ├── OAuthTransientError      the token endpoint is unreachable, slow or answers 5xx
     │   └── DatabaseBusyError        SQLite "database is locked", serialisation failures
     └── PermanentError               retrying will not help: record it, never drop the input
         ├── ParseError               the message cannot be parsed: stored raw and quarantined
         ├── ImapPermanentError       authentication refused, mailbox missing, TLS refused
+        │   └── ImapBasicAuthRefusedError   the provider refuses password LOGIN: use XOAUTH2
         ├── SmtpPermanentError       5xx replies, refused recipients: the outbox row is failed
+        │   └── SmtpBasicAuthRefusedError   the provider refuses password AUTH: use XOAUTH2
+        ├── OAuthGrantError          the token endpoint refused the refresh token (invalid_grant)
         └── TlsRequiredError         a plain-text connection to a non-loopback host was asked for
+
+``ImapBasicAuthRefusedError`` and ``SmtpBasicAuthRefusedError`` are also
+``BasicAuthRefusedError``.
 
 Handlers: the poller catches ``TransientError`` per connection turn (reconnect with backoff),
 the intake catches anything per message (store raw bytes, quarantine, carry on), the sender
@@ -82,3 +89,24 @@ class ParseError(PermanentError):
 
 class TlsRequiredError(PermanentError, ConfigError):
     """Plain text was requested towards a host that is not loopback."""
+
+
+class BasicAuthRefusedError(PermanentError):
+    """The provider no longer accepts a password (basic auth): the message says what to set."""
+
+
+class ImapBasicAuthRefusedError(BasicAuthRefusedError, ImapPermanentError):
+    """IMAP LOGIN refused because the provider requires OAuth (XOAUTH2)."""
+
+
+class SmtpBasicAuthRefusedError(BasicAuthRefusedError, SmtpPermanentError):
+    """SMTP AUTH refused because the provider requires OAuth (XOAUTH2)."""
+
+
+class OAuthTransientError(TransientError):
+    """The OAuth token endpoint could not be reached or failed (5xx, timeout): retry later."""
+
+
+class OAuthGrantError(PermanentError):
+    """The token endpoint refused our grant for good (``invalid_grant``, a wrong client):
+    a person must create a new refresh token or fix the client settings."""

@@ -3,7 +3,12 @@
 The variables (all ``MAILBOT_*``) are listed with their defaults in the README's "Configure"
 table: IMAP_URL, SMTP_URL, IMAP_PASSWORD[_FILE], SMTP_PASSWORD[_FILE], DB_URL, RULES,
 TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES,
-SECRET[_FILE], STOP_TIMEOUT.
+SECRET[_FILE], STOP_TIMEOUT, LEASE_SECONDS.
+IMAP_AUTH and SMTP_AUTH (``password`` or ``xoauth2``); for XOAUTH2 the ``MAILBOT_OAUTH_*``
+variables read by :func:`mailbot.oauth.oauth_config_from_env`.
+HTTP_LISTEN (the /metrics and /healthz endpoint: unset or ``off``, a port on 127.0.0.1,
+``HOST:PORT`` or ``[IPv6]:PORT``; :mod:`mailbot.web_endpoint`) and LOG_FORMAT (``text`` or
+``json``; :mod:`mailbot.log_setup`).
 A password file is read once at start-up and stripped of its trailing newline.
 """
 
@@ -14,9 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailbot.endpoints import Endpoint, parse_endpoint
+from mailbot.endpoints import Auth, Endpoint, parse_endpoint
 from mailbot.errors import ConfigError
+from mailbot.log_setup import parse_log_format
+from mailbot.oauth import TokenSource, oauth_config_from_env
 from mailbot.tickets.database import sqlite_url
+from mailbot.web_endpoint import parse_listen
 
 ACK_FLAG = "flag"
 DONE_KEYWORD = "$MailbotDone"
@@ -57,6 +65,13 @@ class Settings:
     #: SIGTERM: how long the outbox may take to flush before the daemon exits anyway
     #: (MAILBOT_STOP_TIMEOUT; keep it below the unit's TimeoutStopSec=).
     stop_timeout: float = 20.0
+    #: The mailbox lease (mailbot.mailbox.lease): renewed every third of it; another
+    #: daemon on the same database takes over this long after the holder stopped renewing.
+    lease_seconds: float = 30.0
+    #: Where /metrics and /healthz listen (MAILBOT_HTTP_LISTEN); None: not at all.
+    http_listen: tuple[str, int] | None = None
+    #: MAILBOT_LOG_FORMAT: ``text`` (``<N>`` priorities under journald) or ``json``.
+    log_format: str = "text"
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
@@ -106,12 +121,19 @@ def load_settings(
     verify = env.get("MAILBOT_TLS_VERIFY", "1").strip().lower() not in {"0", "false", "no"}
     imap_text = imap_url or env.get("MAILBOT_IMAP_URL")
     smtp_text = smtp_url or env.get("MAILBOT_SMTP_URL")
+    imap_auth = Auth.parse(env.get("MAILBOT_IMAP_AUTH"), "MAILBOT_IMAP_AUTH")
+    smtp_auth = Auth.parse(env.get("MAILBOT_SMTP_AUTH"), "MAILBOT_SMTP_AUTH")
+    tokens = None  # one token source for IMAP and SMTP
+    if Auth.XOAUTH2 in {imap_auth if imap_text else None, smtp_auth if smtp_text else None}:
+        tokens = TokenSource(oauth_config_from_env(env, lambda name: _secret(env, name)))
     imap = (
         parse_endpoint(
             imap_text,
             protocol="imap",
             password=_secret(env, "MAILBOT_IMAP_PASSWORD"),
             verify_tls=verify,
+            auth=imap_auth,
+            tokens=tokens,
         )
         if imap_text
         else None
@@ -122,6 +144,8 @@ def load_settings(
             protocol="smtp",
             password=_secret(env, "MAILBOT_SMTP_PASSWORD"),
             verify_tls=verify,
+            auth=smtp_auth,
+            tokens=tokens,
         )
         if smtp_text
         else None
@@ -145,4 +169,7 @@ def load_settings(
         max_message_bytes=int(_number(env, "MAILBOT_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)),
         secret=_secret(env, "MAILBOT_SECRET"),
         stop_timeout=_number(env, "MAILBOT_STOP_TIMEOUT", 20.0),
+        lease_seconds=_number(env, "MAILBOT_LEASE_SECONDS", 30.0),
+        http_listen=parse_listen(env.get("MAILBOT_HTTP_LISTEN")),
+        log_format=parse_log_format(env.get("MAILBOT_LOG_FORMAT")),
     )

@@ -30,6 +30,7 @@ New mail
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
@@ -41,11 +42,14 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from mailbot.endpoints import Endpoint, Security
+from mailbot.endpoints import Auth, Endpoint, Security
 from mailbot.errors import (
+    ImapBasicAuthRefusedError,
     ImapPermanentError,
     ImapThrottledError,
     ImapTransientError,
+    OAuthGrantError,
+    OAuthTransientError,
     TlsRequiredError,
 )
 from mailbot.mailbox.imap_wire import (
@@ -63,6 +67,7 @@ from mailbot.mailbox.imap_wire import (
 from mailbot.mailbox.imap_wire import encode_mailbox as encode_mailbox
 from mailbot.mailbox.imap_wire import uid_set as uid_set
 from mailbot.mailbox.imap_wire import uid_sets as uid_sets
+from mailbot.oauth import basic_auth_refusal, xoauth2_sasl
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,53 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
         )
+
+
+class _XOAuth2Command(aioimaplib.Command):  # type: ignore[misc]
+    """``AUTHENTICATE XOAUTH2`` answering the server's ``+`` continuations.
+
+    The initial response goes on the command line with SASL-IR, else after the first ``+``.
+    A ``+`` after it is the server's error challenge (base64 JSON, as Gmail and Dovecot send):
+    it is kept in :attr:`challenge` and answered with an empty line, which brings the NO.
+    """
+
+    def __init__(self, protocol: Any, sasl: str, *, initial: bool) -> None:
+        args = ("XOAUTH2", sasl) if initial else ("XOAUTH2",)
+        super().__init__("AUTHENTICATE", protocol.new_tag(), *args, loop=protocol.loop)
+        self._protocol = protocol
+        self._sasl = sasl
+        self._pending: str | None = None if initial else sasl
+        self.challenge = ""
+        self._line: str = super().__repr__()
+
+    def __str__(self) -> str:
+        # aioimaplib's execute() sends str(command) once; every later str() is for its debug
+        # log (e.g. "continuation line appended to ..."), which must not show the token.
+        line, self._line = self._line, repr(self)
+        return line
+
+    def __repr__(self) -> str:
+        return f"{self.tag} AUTHENTICATE XOAUTH2 ***"
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        if not bytes(line).startswith(b"+"):
+            super().append_to_resp(line, result)
+            return
+        # A "+" continuation (aioimaplib's _continuation): answer it, keep it out of the text.
+        send, self._pending = self._pending, None
+        if send is None:
+            with contextlib.suppress(ValueError):
+                self.challenge = base64.b64decode(bytes(line)[1:].strip(), validate=True).decode()
+        self._protocol.transport.write((send or "").encode("ascii") + b"\r\n")
+
+    async def run(self) -> Any:
+        protocol = self._protocol
+        response = await protocol.execute(self, scrub=self._sasl)
+        if _is_ok(response):
+            async with protocol.state_condition:
+                protocol.state = aioimaplib.AUTH
+                protocol.state_condition.notify_all()
+        return response
 
 
 # --------------------------------------------------------------------------- the session
@@ -273,6 +325,10 @@ class ImapSession:
 
     async def _login(self) -> None:
         endpoint = self.endpoint
+        if endpoint.auth is Auth.XOAUTH2:
+            await self._login_xoauth2()
+            await self._run("CAPABILITY", self._client.protocol.capability())
+            return
         if not endpoint.user or endpoint.password is None:
             raise ImapPermanentError(f"IMAP {self._where}: no user or password configured")
         if "LOGINDISABLED" in self.capabilities:
@@ -284,11 +340,54 @@ class ImapSession:
         )
         if not _is_ok(response):
             self._raise_if_throttled("LOGIN", response)
+            refusal = basic_auth_refusal("imap", endpoint.host, _text(response))
+            if refusal is not None:
+                raise ImapBasicAuthRefusedError(refusal)
             raise ImapPermanentError(
                 f"IMAP {self._where}: login as {endpoint.user!r} refused: {_text(response)}"
             )
         # The capabilities change after login (MOVE, UIDPLUS, IDLE are often announced now).
         await self._run("CAPABILITY", self._client.protocol.capability())
+
+    async def _login_xoauth2(self) -> None:
+        """``AUTHENTICATE XOAUTH2``; a refused token is refreshed and tried once more."""
+        endpoint, tokens = self.endpoint, self.endpoint.tokens
+        if not endpoint.user or tokens is None:
+            raise ImapPermanentError(f"IMAP {self._where}: XOAUTH2 needs a user and a token source")
+        if "AUTH=XOAUTH2" not in self.capabilities:
+            raise ImapPermanentError(
+                f"IMAP {self._where}: the server does not offer AUTHENTICATE XOAUTH2"
+            )
+        text = ""
+        for attempt in (1, 2):
+            try:
+                token = await tokens.token()
+            except OAuthGrantError as exc:
+                raise ImapPermanentError(f"IMAP {self._where}: {exc}") from exc
+            except OAuthTransientError as exc:
+                raise ImapTransientError(f"IMAP {self._where}: {exc}") from exc
+            command = _XOAuth2Command(
+                self._client.protocol,
+                xoauth2_sasl(endpoint.user, token),
+                initial="SASL-IR" in self.capabilities,
+            )
+            response = await self._run("AUTHENTICATE XOAUTH2", command.run())
+            if _is_ok(response):
+                return
+            self._raise_if_throttled("AUTHENTICATE", response)
+            tokens.invalidate(token)
+            text = f"{_text(response)} {command.challenge}".strip()
+            if attempt == 1:
+                log.warning(
+                    "IMAP %s: XOAUTH2 token refused (%s); refreshing it and trying once more",
+                    self._where,
+                    text,
+                )
+        raise ImapPermanentError(
+            f"IMAP {self._where}: XOAUTH2 login as {endpoint.user!r} refused again with a freshly "
+            f"refreshed token ({text}): check that the token belongs to {endpoint.user!r} and "
+            "that its scope covers IMAP"
+        )
 
     async def _select(self) -> None:
         mailbox = self.endpoint.mailbox

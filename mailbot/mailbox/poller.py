@@ -108,6 +108,7 @@ class MailboxPoller:
 
     async def run_once(self) -> int:
         """Connect, process everything new, acknowledge, disconnect. Returns messages handled."""
+        self._stop = None  # a stop of an earlier ``run`` does not cut this one short
         session = await self.open()
         try:
             return await self.sync(session)

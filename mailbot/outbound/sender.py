@@ -18,13 +18,21 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiosmtplib
 from tortoise.transactions import in_transaction
 
 from mailbot.clock import Clock
-from mailbot.endpoints import Endpoint, Security
-from mailbot.errors import SmtpPermanentError, SmtpTransientError
+from mailbot.endpoints import Auth, Endpoint, Security
+from mailbot.errors import (
+    OAuthGrantError,
+    OAuthTransientError,
+    SmtpBasicAuthRefusedError,
+    SmtpPermanentError,
+    SmtpTransientError,
+)
+from mailbot.oauth import basic_auth_refusal
 from mailbot.tickets.models import Message, OutboxRow, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -65,8 +73,96 @@ def _classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
     return SmtpTransientError(f"{type(exc).__name__}: {exc}")
 
 
+class SmtpBasicAuthRefused(aiosmtplib.SMTPAuthenticationError, SmtpBasicAuthRefusedError):
+    """The provider refused the password because it wants OAuth: an SMTP 5xx to the sender's
+    connection handling, a :class:`~mailbot.errors.BasicAuthRefusedError` to everyone else."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SmtpOAuthGrantError(aiosmtplib.SMTPException, OAuthGrantError):
+    """No access token for SMTP: the refresh token was revoked or the client refused."""
+
+
+class SmtpOAuthUnavailableError(aiosmtplib.SMTPException, OAuthTransientError):
+    """No access token for SMTP now: the token endpoint is unreachable or failing."""
+
+
+class _LoggingInSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client that logs in itself once connected (and TLS is up): with the
+    password, recognising a provider's refusal of basic auth, or with XOAUTH2, refreshing a
+    refused token once."""
+
+    def __init__(self, endpoint: Endpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.endpoint = endpoint
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        response = await super().connect(*args, **kwargs)
+        try:
+            await self._log_in()
+        except BaseException:
+            self.close()
+            raise
+        return response
+
+    async def _log_in(self) -> None:
+        ep = self.endpoint
+        if ep.auth is Auth.XOAUTH2:
+            await self._xoauth2()
+            return
+        if ep.user is None:
+            return
+        try:
+            await self.login(ep.user, ep.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            refusal = basic_auth_refusal("smtp", ep.host, f"{exc.code} {exc.message}")
+            if refusal is not None:
+                raise SmtpBasicAuthRefused(exc.code, refusal) from exc
+            raise
+
+    async def _xoauth2(self) -> None:
+        ep, tokens = self.endpoint, self.endpoint.tokens
+        where = f"SMTP {ep.host}:{ep.port}"
+        if not ep.user or tokens is None:
+            raise SmtpOAuthGrantError(f"{where}: XOAUTH2 needs a user and a token source")
+        refused: aiosmtplib.SMTPAuthenticationError | None = None
+        for attempt in (1, 2):
+            try:
+                token = await tokens.token()
+            except OAuthGrantError as exc:
+                raise SmtpOAuthGrantError(f"{where}: {exc}") from exc
+            except OAuthTransientError as exc:
+                raise SmtpOAuthUnavailableError(f"{where}: {exc}") from exc
+            try:
+                await self.auth_xoauth2(ep.user, token)
+                return
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                if exc.code < 500 or "xoauth2" not in self.server_auth_methods:
+                    raise  # 4xx: try later; no XOAUTH2 offered: a new token will not help
+                tokens.invalidate(token)
+                refused = exc
+            if attempt == 1:
+                log.warning(
+                    "%s: XOAUTH2 token refused (%s %s); refreshing it and trying once more",
+                    where,
+                    refused.code,
+                    refused.message,
+                )
+        assert refused is not None
+        raise aiosmtplib.SMTPAuthenticationError(
+            refused.code,
+            f"XOAUTH2 as {ep.user!r} refused again with a freshly refreshed token "
+            f"({refused.message}): check that the token belongs to {ep.user!r} and that its "
+            "scope covers SMTP",
+        )
+
+
 class SmtpTransport:
-    """One SMTP connection per drain, with TLS as the endpoint demands (never downgraded)."""
+    """One SMTP connection per drain, with TLS as the endpoint demands (never downgraded).
+
+    The client it makes logs in as part of ``connect()`` (see :class:`_LoggingInSMTP`)."""
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = 30.0) -> None:
         self.endpoint = endpoint
@@ -80,15 +176,14 @@ class SmtpTransport:
             if not ep.verify_tls:  # endpoints only allow this towards loopback
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-        return aiosmtplib.SMTP(
+        return _LoggingInSMTP(
+            ep,
             hostname=ep.host,
             port=ep.port,
             use_tls=ep.security is Security.TLS,
             start_tls=ep.security is Security.STARTTLS,
             tls_context=context,
             timeout=self.timeout,
-            username=ep.user,
-            password=ep.password,
         )
 
     async def send(self, smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, raw: bytes) -> str:

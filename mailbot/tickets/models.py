@@ -316,3 +316,17 @@ class SuppressedAddress(Model):
 
     class Meta:
         table = "suppressed_address"
+
+
+class MailboxLease(Model):
+    """Which daemon fetches a mailbox (``mailbot.mailbox.lease``): one holder at a time,
+    renewed well before ``expires_at``; another daemon takes over once it has passed (at
+    once when the holder ran on the same host and its process is gone)."""
+
+    key = fields.CharField(max_length=512, primary_key=True)  # as MailboxState.key
+    holder = fields.CharField(max_length=255)  # "host pid token"
+    acquired_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "mailbox_lease"

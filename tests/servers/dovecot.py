@@ -23,6 +23,12 @@ Quirks of running it from a test suite as root:
 Users can be added while it runs, so one server can serve a whole test session with a fresh
 user per test: each user has its own passwd-file (``users/%u.passwd``). A single shared file
 would not do: Dovecot checks it for changes at most once a second.
+
+``DovecotServer.start(oauth2_introspection_url=URL)`` also accepts ``AUTHENTICATE XOAUTH2``
+and ``OAUTHBEARER``: an ``oauth2`` passdb (before the passwd-file one, which then serves only
+PLAIN and LOGIN) asks ``URL`` (RFC 7662 introspection, ``introspection_mode = post``) whether
+the bearer token is active and whose it is (``username``); the user must still exist
+(:meth:`DovecotServer.add_user`, the userdb). Without it the configuration is the default one.
 """
 
 from __future__ import annotations
@@ -101,6 +107,36 @@ service imap-login {{
 """
 
 
+OAUTH2_TEMPLATE = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+"""
+
+OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/dovecot-oauth2.conf.ext
+}}
+passdb {{
+  mechanisms = plain login
+"""
+
+
+def _with_oauth2(config: str, base: Path, url: str) -> str:
+    """The default configuration plus the oauth2 passdb (see the module docstring)."""
+    (base / "dovecot-oauth2.conf.ext").write_text(OAUTH2_TEMPLATE.format(url=url))
+    mechanisms = "auth_mechanisms = plain login\n"
+    assert config.count(mechanisms) == 1 and config.count("passdb {\n") == 1
+    config = config.replace(mechanisms, "auth_mechanisms = plain login xoauth2 oauthbearer\n")
+    return config.replace("passdb {\n", OAUTH2_PASSDB.format(base=base))
+
+
 def dovecot_binary() -> str | None:
     """Path of the ``dovecot`` binary (also looked for in /usr/sbin), or None."""
     return shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/usr/local/sbin")
@@ -143,21 +179,30 @@ class DovecotServer:
     imap_port: int
     imaps_port: int
     host: str = "127.0.0.1"
+    oauth2_introspection_url: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     users: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ life cycle
 
     @classmethod
-    def start(cls) -> DovecotServer:
-        """Start Dovecot in a fresh directory; ``RuntimeError`` (with its log) when it fails."""
+    def start(cls, *, oauth2_introspection_url: str | None = None) -> DovecotServer:
+        """Start Dovecot in a fresh directory; ``RuntimeError`` (with its log) when it fails.
+
+        ``oauth2_introspection_url``: also accept XOAUTH2 tokens that URL says are active.
+        """
         reason = dovecot_missing_reason()
         if reason is not None:
             raise RuntimeError(reason)
         last_error = ""
         for _ in range(_START_ATTEMPTS):  # a free port can be taken before dovecot binds it
             base = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
-            server = cls(base=base, imap_port=_free_port(), imaps_port=_free_port())
+            server = cls(
+                base=base,
+                imap_port=_free_port(),
+                imaps_port=_free_port(),
+                oauth2_introspection_url=oauth2_introspection_url,
+            )
             try:
                 server._prepare()
                 server._launch()
@@ -188,6 +233,8 @@ class DovecotServer:
             imap_port=self.imap_port,
             imaps_port=self.imaps_port,
         )
+        if self.oauth2_introspection_url is not None:
+            config = _with_oauth2(config, base, self.oauth2_introspection_url)
         (base / "dovecot.conf").write_text(config)
 
     def _launch(self) -> None:
@@ -278,6 +325,16 @@ class DovecotServer:
         passwd = self.base / "users" / f"{name}.passwd"
         passwd.write_text(entry)
         passwd.chmod(0o644)  # read by the auth process, which is not root
+
+    def refuse_login(self, user: str, reason: str) -> None:
+        """Make Dovecot refuse ``user``'s password login with ``NO [CONTACTADMIN] <reason>``.
+
+        A passwd-file ``nologin=y reason=...`` extra field; extra fields are split at spaces, so
+        the spaces of ``reason`` are sent as tabs.
+        """
+        passwd = self.base / "users" / f"{user}.passwd"
+        entry = passwd.read_text().rstrip("\n")
+        passwd.write_text(f"{entry} nologin=y reason={reason.replace(' ', chr(9))}\n")
 
     def endpoint(
         self,
