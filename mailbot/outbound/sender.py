@@ -53,6 +53,10 @@ class RetryPolicy:
 
 
 def _classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
+    if isinstance(exc, OAuthGrantError):
+        # The refresh token was revoked or the client refused: no retry can succeed until
+        # an operator acts, so the connection failure is logged at ERROR.
+        return SmtpPermanentError(f"no OAuth access token for SMTP: {exc}")
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
