@@ -126,11 +126,19 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import errors as email_errors
-from email import message_from_bytes
+from email import message_from_bytes, message_from_string
 from email import policy as email_policy
 from email.message import Message
 
 import mailparser
+from mailparser.const import EPILOGUE_DEFECTS
+from mailparser.utils import (
+    decode_header_part,
+    find_between,
+    mime_header_view,
+    ported_string,
+    raw_payload,
+)
 
 from mailbot.domain import Address, ParsedMessage
 from mailbot.errors import ParseError
@@ -265,6 +273,12 @@ _WELL_KNOWN_FIELDS = frozenset(
 )
 
 
+# The mail-parser internals _Diagnostics runs (mail-parser 4.x); without them it parses whole.
+_LIGHT_MAILPARSER = all(
+    callable(getattr(mailparser.MailParser, name, None)) for name in ("_reset", "_append_defects")
+)
+
+
 @dataclass
 class _Built:
     """A parsed ``Message`` and what the parser said about it."""
@@ -326,7 +340,7 @@ def _build(data: bytes) -> _Built:
     if skip is not None:
         return _Built(msg, None, [*defects, f"mailparser-skipped: {skip}"])
     try:
-        parsed = mailparser.MailParser(msg)
+        parsed = _Diagnostics(msg)
     except Exception as exc:  # any mail-parser bug: the stdlib's tree is used as it is
         log.warning("mail-parser failed (%r); using the stdlib parser", exc, exc_info=True)
         return _Built(msg, None, [*defects, f"mailparser-failed: {type(exc).__name__}"])
@@ -335,7 +349,7 @@ def _build(data: bytes) -> _Built:
 
 def _mailparser_from_bytes(data: bytes, defects: list[str]) -> _Built:
     try:
-        parsed = mailparser.parse_from_bytes(data)
+        parsed = _Diagnostics.from_bytes(data)
     except Exception as exc:  # any mail-parser bug falls back to the stdlib
         log.warning("mail-parser failed (%r); using the stdlib parser", exc, exc_info=True)
         failed = f"mailparser-failed: {type(exc).__name__}"
@@ -344,6 +358,86 @@ def _mailparser_from_bytes(data: bytes, defects: list[str]) -> _Built:
         failed = "mailparser-failed: no message"
         return _Built(_stdlib_message(data), None, [*defects, failed])
     return _read_by_mailparser(parsed, defects)
+
+
+class _Diagnostics(mailparser.MailParser):  # type: ignore[misc]
+    """mail-parser reduced to what is read of it here: the ``Message``, its date and its
+    defect categories, with the same side effects on the ``Message``.
+
+    ``MailParser.parse`` also builds its own body and attachment lists (re-encoding every
+    attachment to base64, building its ``mail`` dicts twice): most of its time, all of it
+    thrown away, since :mod:`mailbot.ingest.mime_body` reads the bodies. This runs
+    ``parse`` as it is up to what it stores: ``_reset`` (address, date and Received
+    diagnostics), the part walk collecting defects, the epilogue recovery, each part's MIME
+    header view, and the payload reads of the parts it would extract (a base64 payload that
+    does not decode cleanly adds its defect to the part, which the walk in ``mime_body``
+    reports). A mail-parser without these internals is used whole.
+    """
+
+    def parse(self) -> _Diagnostics:
+        if not _LIGHT_MAILPARSER:
+            return super().parse()  # type: ignore[no-any-return]
+        self._reset()
+        if self.message is None:
+            return self
+        parts: list[tuple[Message, bool]] = []
+        attached: set[int] = set()  # id() of the parts inside an attachment
+        for part in self.message.walk():
+            self._append_defects(part, part.get_content_type())
+            inside = id(part) in attached
+            parts.append((part, inside))
+            if part.is_multipart():
+                disposition = part.get_content_disposition()
+                if (
+                    inside
+                    or disposition not in (None, "inline")
+                    or (disposition != "inline" and bool(part.get_filename()))
+                ):
+                    attached.update(id(child) for child in part.get_payload())
+        if self.defects_categories & EPILOGUE_DEFECTS:
+            boundary = self.message.get_boundary()
+            epilogue = find_between(self.message.epilogue, f"--{boundary}", f"--{boundary}--")
+            if epilogue is not None:
+                try:
+                    parts.append((message_from_string(epilogue), True))
+                except Exception:  # as mail-parser does: an unreadable epilogue is skipped
+                    log.debug("epilogue part unreadable", exc_info=True)
+        for index, (part, inside) in enumerate(parts):
+            self._read_part(index, part, inside)
+        return self
+
+    def _read_part(self, index: int, part: Message, inside: bool) -> None:
+        """``MailParser.parse``'s loop body without what it stores."""
+        metadata, metadata_defects = mime_header_view(part)
+        filename = decode_header_part(metadata.get_filename(), defects=metadata_defects)
+        if metadata_defects:
+            self._has_defects = True
+            self._defects_categories.add("MimeHeaderDefect")
+            self._defects.append(
+                {"mime-headers": [f"MimeHeaderDefect: part {index}, {d}" for d in metadata_defects]}
+            )
+        disposition = ported_string(metadata.get_content_disposition()).lower()
+        if part.is_multipart() and disposition != "attachment":
+            return
+        subtype = ported_string(metadata.get_content_subtype())
+        # mail-parser tests ``subtype in ("rtf")``: a substring test, kept as it is.
+        is_attachment = bool(filename) or disposition == "attachment" or subtype in "rtf"
+        if not filename and ported_string(metadata.get("content-id")):
+            is_attachment = is_attachment or subtype not in ("html", "plain")
+        if is_attachment and not part.is_multipart():
+            encoding = ported_string(metadata.get("content-transfer-encoding", ""))
+            if encoding.strip().lower() == "base64":
+                raw_payload(part)
+            else:
+                part.get_payload(decode=True)
+        is_inline_body = (
+            not inside
+            and not part.is_multipart()
+            and disposition == "inline"
+            and part.get_content_type() in ("text/plain", "text/html")
+        )
+        if not is_attachment or is_inline_body:
+            self._decode_body_payload(part, metadata.get_content_charset("utf-8"), index)
 
 
 def _read_by_mailparser(parsed: mailparser.MailParser, defects: list[str]) -> _Built:

@@ -507,10 +507,10 @@ def test_only_loop_relevant_headers_are_kept_lower_cased_and_unfolded() -> None:
 def test_mailparser_failure_falls_back_to_the_standard_library(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(raw: bytes) -> None:
+    def broken(self: mailparser.MailParser) -> None:
         raise AttributeError("'NoneType' object has no attribute 'index'")
 
-    monkeypatch.setattr(mailparser, "parse_from_bytes", broken)
+    monkeypatch.setattr(mailparser.MailParser, "_reset", broken)
     msg = parse_message(SIMPLE)
     assert msg.from_ == Address("anna@example.se", "Anna Svensson")
     assert msg.text == "The printer on floor 2 is broken.\n"
