@@ -76,6 +76,7 @@ class TemplateRenderer:
             )
             for i in range(len(self.directories))
         ]
+        self._resolved: dict[tuple[str, str], tuple[str, int, bool]] = {}
 
     @staticmethod
     def template_name(name: str, language: str, part: str) -> str:
@@ -127,15 +128,27 @@ class TemplateRenderer:
         except jinja2.TemplateError as exc:
             raise ConfigError(f"{self._path(template, layer)}: cannot render: {exc}") from None
 
+    def _resolve(self, name: str, language: str) -> tuple[str, int, bool]:
+        """(language used, layer, has an HTML part), looked up on disk once per renderer:
+        like the compiled templates (``auto_reload=False``), a renderer sees the files as
+        they were; a change of them is a reload, which makes a new renderer."""
+        key = (name, language)
+        found = self._resolved.get(key)
+        if found is None:
+            lang, layer = self._language_for(name, language)
+            found = (lang, layer, self._exists(name, lang, HTML))
+            self._resolved[key] = found
+        return found
+
     def render(self, name: str, language: str, context: Mapping[str, object]) -> Rendered:
         """Render the subject, text and (if present) HTML parts of template ``name``."""
-        lang, layer = self._language_for(name, language)
+        lang, layer, has_html = self._resolve(name, language)
         subject = self._render(self.template_name(name, lang, SUBJECT), context, layer)
         # A subject is one header line: fold anything the template or a value let through.
         subject = " ".join(subject.split())
         text = self._render(self.template_name(name, lang, TEXT), context, layer)
         html = None
-        if self._exists(name, lang, HTML):
+        if has_html:
             html = self._render(self.template_name(name, lang, HTML), context, layer)
         return Rendered(subject=subject, text=text, html=html)
 
