@@ -59,29 +59,42 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         status_path,
     )
 
-    path = status_path(settings.state_dir)
-    state = await asyncio.to_thread(read_status, path) or {}
-    rules: dict[str, Any] = dict(state.get("rules") or {})
-    files = [Path(p) for p in rules.get("files") or []] or [settings.rules_path]
-    templates = Path(rules.get("templates") or settings.templates_dir)
-    try:
-        rules["on_disk"] = await asyncio.to_thread(content_version, files, templates)
-    except ConfigError:
-        rules["on_disk"] = None
-    report: dict[str, Any] = {
-        "state_file": str(path),
-        "daemon": {
-            "running": daemon_running(state or None),
-            **{key: state.get(key) for key in ("pid", "host", "mode", "started", "stopped")},
-            "updated": state.get("updated"),
-        },
-        "rules": rules,
-        "reloads": state.get("reloads"),
-        "last_reload": state.get("last_reload"),
-        "imap": state.get("imap"),
-        "database": None,
-        "database_error": None,
-    }
+    async def part(path: Path, mailbox: Settings) -> dict[str, Any]:
+        state = await asyncio.to_thread(read_status, path) or {}
+        rules: dict[str, Any] = dict(state.get("rules") or {})
+        files = [Path(p) for p in rules.get("files") or []] or [mailbox.rules_path]
+        templates = Path(rules.get("templates") or mailbox.templates_dir)
+        try:
+            rules["on_disk"] = await asyncio.to_thread(content_version, files, templates)
+        except ConfigError:
+            rules["on_disk"] = None
+        return {
+            "state_file": str(path),
+            "daemon": {
+                "running": daemon_running(state or None),
+                **{key: state.get(key) for key in ("pid", "host", "mode", "started", "stopped")},
+                "updated": state.get("updated"),
+            },
+            "rules": rules,
+            "reloads": state.get("reloads"),
+            "last_reload": state.get("last_reload"),
+            "imap": state.get("imap"),
+        }
+
+    if settings.mailboxes_file is not None:
+        from mailbot.daemon_group import mailbox_settings, status_file_of
+
+        parts = {
+            entry.name: await part(status_file_of(settings.state_dir, entry.name), mailbox)
+            for entry, mailbox in mailbox_settings(settings)
+        }
+        report: dict[str, Any] = {
+            **next(iter(parts.values())),
+            "mailboxes": parts,
+        }
+    else:
+        report = await part(status_path(settings.state_dir), settings)
+    report.update(database=None, database_error=None)
     url = settings.db_url
     sqlite_file = Path(url.removeprefix("sqlite://").split("?")[0])
     if url.startswith("sqlite://") and not await asyncio.to_thread(sqlite_file.exists):
@@ -104,7 +117,25 @@ async def status(settings: Settings, *, as_json: bool) -> int:
 
 
 async def check(settings: Settings, *, strict: bool = False) -> int:
-    """Validate everything; then print warnings (exit 1 on them with ``strict``)."""
+    """Validate everything; then print warnings (exit 1 on them with ``strict``). With
+    ``MAILBOT_MAILBOXES``: the file, then every mailbox as ``mailbot run`` would read it."""
+    if settings.mailboxes_file is not None:
+        from mailbot.daemon_group import mailbox_settings
+
+        found = mailbox_settings(settings)
+        _out(f"mailboxes: {settings.mailboxes_file} OK ({len(found)})")
+        worst = 0
+        for entry, mailbox in found:
+            _out(f"== mailbox {entry.name} ({entry.where})")
+            try:
+                worst = max(worst, await _check_one(mailbox, strict=strict))
+            except ConfigError as exc:
+                raise ConfigError(f"{entry.where}: mailbox {entry.name}: {exc}") from exc
+        return worst
+    return await _check_one(settings, strict=strict)
+
+
+async def _check_one(settings: Settings, *, strict: bool) -> int:
     from mailbot.rules.lint import lint_file
 
     policy = load_policy(settings.rules_path, settings.templates_dir)

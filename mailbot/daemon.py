@@ -41,8 +41,9 @@ from mailbot.settings import Settings
 from mailbot.status import status_path, write_status
 from mailbot.systemd_notify import notify, watchdog_seconds
 from mailbot.tickets.database import close_database, missing_columns, open_database, redact
-from mailbot.tickets.models import OutboxRow, OutboxStatus, Ticket
+from mailbot.tickets.models import OutboxRow, Ticket
 from mailbot.tickets.notices import notify_agents
+from mailbot.tickets.scope import MAILBOX, served
 from mailbot.tickets.wiki_followup import WikiFollowupSweeper
 from mailbot.web_endpoint import EndpointServer, start_endpoint
 
@@ -95,7 +96,12 @@ class WatchedPoller(MailboxPoller):
         self.on_reconnect: Callable[[], None] = lambda: None
 
     async def open(self) -> ImapSession:
-        session = await super().open()
+        try:
+            session = await super().open()
+        except Exception as exc:  # refused login, unreachable server: shown, then raised
+            self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
+            self.on_synced()
+            raise
         self.opened += 1
         if self.opened > 1:
             self.on_reconnect()
@@ -121,13 +127,25 @@ class Daemon:
         clock: Clock | None = None,
         *,
         status_file: Path | None = None,
+        name: str = "",
+        default: bool = True,
+        metrics: Metrics | None = None,
+        standalone: bool = True,
     ) -> None:
         imap, smtp = settings.require_servers()
         self.settings = settings
         self.policy = policy
         self.clock = clock or SystemClock()
+        #: The mailbox's name when one daemon serves several (mailbot.daemon_group), stored
+        #: on its tickets and outbox rows (mailbot.tickets.scope); "" for a single mailbox.
+        self.name = name
+        mailboxes = served(name, default=default)
+        #: False under a DaemonGroup, which handles signals, systemd, the HTTP endpoint.
+        self.standalone = standalone
+        #: Called once this mailbox is serving or standing by (the group's READY).
+        self.on_announced: Callable[[], None] = lambda: None
         #: Prometheus figures (mailbot.metrics), served by mailbot.web_endpoint.
-        self.metrics = Metrics(self.clock, ingested=lambda: self.poller.stats)
+        self.metrics = metrics or Metrics(self.clock, ingested=lambda: self.poller.stats)
         self.intake = MeteredIntake(
             policy, self.clock, signer=signer_for(settings), metrics=self.metrics
         )
@@ -148,10 +166,14 @@ class Daemon:
         #: Only the holder of the mailbox's lease fetches it (several daemons, one database).
         self.lease = MailboxLeaseKeeper(self.poller.key, self.clock, seconds=settings.lease_seconds)
         self.standby: LeaseState | None = None
-        self.sender = OutboxSender(SmtpTransport(smtp), self.clock, on_failed=self._undeliverable)
-        self.reminders = ReminderSweeper(lambda: self.policy, self.clock)
+        self.sender = OutboxSender(
+            SmtpTransport(smtp), self.clock, on_failed=self._undeliverable, mailboxes=mailboxes
+        )
+        self.reminders = ReminderSweeper(lambda: self.policy, self.clock, mailboxes=mailboxes)
         #: Resolves wiki redirects nobody came back to (mailbot.tickets.wiki_followup).
-        self.wiki_followup = WikiFollowupSweeper(lambda: self.policy, self.clock)
+        self.wiki_followup = WikiFollowupSweeper(
+            lambda: self.policy, self.clock, mailboxes=mailboxes
+        )
         self.wake_wiki_followup = asyncio.Event()
         self.reloader = RulesReloader(
             settings.rules_path,
@@ -190,9 +212,19 @@ class Daemon:
         """After each IMAP sync: the state file; after the first good one, systemd's READY
         (the database is open and the mailbox answered)."""
         self._write_status()
-        if not self._announced and self.poller.last_sync is not None:
+        # Alone, READY waits for a good sync (systemd then reports a failed start); in a
+        # group the first attempt's outcome will do: one broken mailbox must not keep the
+        # others from starting (the group's STATUS names it).
+        tried = self.poller.last_sync is not None or (
+            not self.standalone and self.poller.last_error is not None
+        )
+        if not self._announced and tried:
             self._announced = True
-            notify("READY=1", f"STATUS=serving {self.poller.label}, rules {self.policy.version}")
+            self.on_announced()
+            if self.standalone:
+                notify(
+                    "READY=1", f"STATUS=serving {self.poller.label}, rules {self.policy.version}"
+                )
 
     def _standby(self, state: LeaseState) -> None:
         """The lease is another daemon's: this one sends and sweeps, but does not fetch.
@@ -209,10 +241,12 @@ class Daemon:
         self._write_status()
         if not self._announced:
             self._announced = True
-            notify(
-                "READY=1",
-                f"STATUS=standby: {self.poller.label} is fetched by {state.holder}",
-            )
+            self.on_announced()
+            if self.standalone:
+                notify(
+                    "READY=1",
+                    f"STATUS=standby: {self.poller.label} is fetched by {state.holder}",
+                )
 
     async def _fetch(self, until: asyncio.Event) -> None:
         self.standby = None
@@ -253,9 +287,7 @@ class Daemon:
             sent += batch
             if batch == 0:
                 break
-        left = await OutboxRow.filter(
-            status=OutboxStatus.QUEUED, next_attempt_at__lte=self.clock.now()
-        ).count()
+        left = await self.sender.queued().filter(next_attempt_at__lte=self.clock.now()).count()
         if left:
             log.warning(
                 "stopping with %d due outbox rows unsent (flush %s); they go out at the next start",
@@ -351,6 +383,13 @@ class Daemon:
         self.wake_wiki_followup.set()  # a first redirect: nothing may be scheduled yet
 
     async def run_once(self) -> RunReport:
+        token = MAILBOX.set(self.name)
+        try:
+            return await self._run_once()
+        finally:
+            MAILBOX.reset(token)
+
+    async def _run_once(self) -> RunReport:
         self.mode = "once"
         self._write_status()
         before = dict(self.poller.stats)
@@ -476,11 +515,13 @@ class Daemon:
             try:
                 if self.wake_reload.is_set():
                     self.wake_reload.clear()
-                    notify("RELOADING=1", "STATUS=reloading the rules")
+                    if self.standalone:
+                        notify("RELOADING=1", "STATUS=reloading the rules")
                     try:
                         await self.reloader.reload("SIGHUP")
                     finally:
-                        notify("READY=1", f"STATUS=rules {self.policy.version}")
+                        if self.standalone:
+                            notify("READY=1", f"STATUS=rules {self.policy.version}")
                 else:
                     await self.reloader.check()
             except asyncio.CancelledError:
@@ -491,17 +532,20 @@ class Daemon:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.mode = "run"
-        self.web = await start_endpoint(self)  # /metrics and /healthz, if http_listen
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        MAILBOX.set(self.name)  # this task's and its children's tickets and mail
+        if self.standalone:
+            self.web = await start_endpoint(self)  # /metrics and /healthz, if http_listen
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
             self.wake_sender.set, "interval", seconds=SWEEP_SECONDS, id="outbox-sweep"
         )
         scheduler.start()
         log.info(
-            "mailbot running: %s -> %s, rules version %s",
+            "mailbot running%s: %s -> %s, rules version %s",
+            f" mailbox {self.name}" if self.name else "",
             self.poller.label,
             self.sender.transport.endpoint.redacted(),
             self.policy.version,
@@ -516,18 +560,20 @@ class Daemon:
                 group.create_task(self._reminder_loop(scheduler))
                 group.create_task(self._wiki_followup_loop(scheduler))
                 group.create_task(self._reload_loop())
-                group.create_task(self._watchdog_loop())
+                if self.standalone:
+                    group.create_task(self._watchdog_loop())
                 self.ready.set()
             await self.flush_outbox()
         finally:
             scheduler.shutdown(wait=False)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            notify("STOPPING=1")
-            if self.web is not None:
-                await self.web.close()
+            if self.standalone:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                notify("STOPPING=1")
+                if self.web is not None:
+                    await self.web.close()
             self.finish()
-        log.info("mailbot stopped")
+        log.info("mailbot stopped%s", f" (mailbox {self.name})" if self.name else "")
 
     def finish(self) -> None:
         """Record in the state file that this daemon has stopped."""
@@ -548,6 +594,8 @@ async def require_schema(url: str) -> None:
 
 
 async def run_daemon(settings: Settings, *, once: bool) -> RunReport | None:
+    if settings.mailboxes_file is not None:
+        return await _run_group(settings, once=once)
     policy = load_policy(settings.rules_path, settings.templates_dir)
     await open_database(settings.db_url)
     try:
@@ -559,6 +607,22 @@ async def run_daemon(settings: Settings, *, once: bool) -> RunReport | None:
             finally:
                 daemon.finish()
         await daemon.run()
+        return None
+    finally:
+        await close_database()
+
+
+async def _run_group(settings: Settings, *, once: bool) -> RunReport | None:
+    """``MAILBOT_MAILBOXES``: every mailbox in one daemon (mailbot.daemon_group)."""
+    from mailbot.daemon_group import load_group
+
+    group = load_group(settings)  # every mailbox's settings and rules, before the database
+    await open_database(settings.db_url)
+    try:
+        await require_schema(settings.db_url)
+        if once:
+            return await group.run_once()
+        await group.run()
         return None
     finally:
         await close_database()

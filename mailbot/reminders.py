@@ -17,11 +17,12 @@ truth. A due reminder is decided in one transaction:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from mailbot.agents.assign import notice_recipients
@@ -116,27 +117,32 @@ async def insert_reminders(
 
 
 class ReminderSweeper:
-    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        *,
+        mailboxes: Sequence[str] | None = None,
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        #: Reminders of these mailboxes' tickets only (mailbot.tickets.scope); None: all.
+        self.mailboxes = mailboxes
+
+    def _pending(self) -> QuerySet[Reminder]:
+        query = Reminder.filter(status=ReminderStatus.PENDING)
+        if self.mailboxes is not None:
+            query = query.filter(ticket__mailbox__in=self.mailboxes)
+        return query
 
     async def next_due(self) -> datetime | None:
-        row = (
-            await Reminder.filter(status=ReminderStatus.PENDING)
-            .order_by("due_at")
-            .only("id", "due_at")
-            .first()
-        )
+        row = await self._pending().order_by("due_at").only("id", "due_at").first()
         return row.due_at if row else None
 
     async def run_once(self) -> SweepReport:
         now = self.clock.now()
         report = SweepReport()
-        due = (
-            await Reminder.filter(status=ReminderStatus.PENDING, due_at__lte=now)
-            .order_by("due_at", "id")
-            .limit(500)
-        )
+        due = await self._pending().filter(due_at__lte=now).order_by("due_at", "id").limit(500)
         latest: dict[tuple[int, str], datetime] = {}
         for row in due:
             key = (row.ticket_id, row.clock)

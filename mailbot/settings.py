@@ -3,7 +3,7 @@
 The variables (all ``MAILBOT_*``) are listed with their defaults in the README's "Configure"
 table: IMAP_URL, SMTP_URL, IMAP_PASSWORD[_FILE], SMTP_PASSWORD[_FILE], DB_URL, RULES,
 TEMPLATES, STATE_DIR, ACK, TLS_VERIFY, BATCH, IDLE_SECONDS, POLL_SECONDS, MAX_MESSAGE_BYTES,
-SECRET[_FILE], STOP_TIMEOUT, LEASE_SECONDS.
+SECRET[_FILE], STOP_TIMEOUT, LEASE_SECONDS, MAILBOXES.
 IMAP_AUTH and SMTP_AUTH (``password`` or ``xoauth2``); for XOAUTH2 the ``MAILBOT_OAUTH_*``
 variables read by :func:`mailbot.oauth.oauth_config_from_env`.
 HTTP_LISTEN (the /metrics and /healthz endpoint: unset or ``off``, a port on 127.0.0.1,
@@ -72,6 +72,9 @@ class Settings:
     http_listen: tuple[str, int] | None = None
     #: MAILBOT_LOG_FORMAT: ``text`` (``<N>`` priorities under journald) or ``json``.
     log_format: str = "text"
+    #: MAILBOT_MAILBOXES: several mailboxes in this daemon (mailbot.mailboxes); None: one,
+    #: from MAILBOT_IMAP_URL and the rest.
+    mailboxes_file: Path | None = None
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
@@ -170,6 +173,7 @@ def load_settings(
         secret=_secret(env, "MAILBOT_SECRET"),
         stop_timeout=_number(env, "MAILBOT_STOP_TIMEOUT", 20.0),
         lease_seconds=_number(env, "MAILBOT_LEASE_SECONDS", 30.0),
+        mailboxes_file=Path(env["MAILBOT_MAILBOXES"]) if env.get("MAILBOT_MAILBOXES") else None,
         http_listen=parse_listen(env.get("MAILBOT_HTTP_LISTEN")),
         log_format=parse_log_format(env.get("MAILBOT_LOG_FORMAT")),
     )

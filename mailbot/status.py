@@ -88,7 +88,19 @@ async def database_counts() -> dict[str, int]:
 
 
 def format_status(report: Mapping[str, Any]) -> list[str]:
-    """The human summary of ``report`` (the ``status --json`` object)."""
+    """The human summary of ``report`` (the ``status --json`` object); with several
+    mailboxes, each mailbox's part, then the database's figures once."""
+    mailboxes = report.get("mailboxes")
+    if not mailboxes:
+        return _format_part(report) + _format_database(report)
+    lines: list[str] = []
+    for name, part in mailboxes.items():
+        lines.append(f"== mailbox {name}")
+        lines += _format_part(part)
+    return lines + _format_database(report)
+
+
+def _format_part(report: Mapping[str, Any]) -> list[str]:
     daemon = report["daemon"]
     lines: list[str] = []
     if daemon["running"] is True:
@@ -133,6 +145,11 @@ def format_status(report: Mapping[str, Any]) -> list[str]:
         lines.append(sync.rstrip())
         if imap.get("last_error"):
             lines.append(f"             error at {imap['last_error_at']}: {imap['last_error']}")
+    return lines
+
+
+def _format_database(report: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
     counts = report.get("database")
     if isinstance(counts, dict):
         lines.append(

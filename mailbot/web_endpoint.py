@@ -24,7 +24,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -258,13 +258,13 @@ def max_sync_age(daemon: Daemon) -> float:
     return 3 * max(settings.idle_seconds, settings.poll_seconds) + 60.0
 
 
-async def health(daemon: Daemon) -> Response:
-    now = datetime.now(UTC)
+def _mailbox_health(
+    daemon: Daemon, now: datetime, db_error: str | None
+) -> tuple[list[str], dict[str, object]]:
     problems: list[str] = []
     stopping = daemon.stop.is_set()
     if stopping:
         problems.append("stopping")
-    db_error = await database_reachable()
     if db_error is not None:
         problems.append(f"database: {db_error}")
     last_sync = daemon.poller.last_sync
@@ -289,12 +289,33 @@ async def health(daemon: Daemon) -> Response:
         "standby_for": (standby.holder or "another daemon") if standby is not None else None,
         "rules_version": daemon.policy.version,
     }
+    return problems, body
+
+
+async def health(daemon: Daemon, others: Sequence[Daemon] = ()) -> Response:
+    """One mailbox: its figures. Several (``others``: the rest of a daemon's mailboxes):
+    healthy only when each is, with each mailbox's figures under ``mailboxes``."""
+    now = datetime.now(UTC)
+    db_error = await database_reachable()
+    problems, body = _mailbox_health(daemon, now, db_error)
+    if others:
+        parts = [(daemon, problems, body)]
+        parts += [(d, *_mailbox_health(d, now, db_error)) for d in others]
+        problems = [f"{d.name or d.poller.label}: {p}" for d, found, _ in parts for p in found]
+        body = {
+            "status": "unhealthy" if problems else "ok",
+            "problems": problems,
+            "stopping": daemon.stop.is_set(),
+            "database_reachable": db_error is None,
+            "mailboxes": {d.name or d.poller.label: b for d, _, b in parts},
+        }
     status = HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK
     return Response.json(status, body)
 
 
-async def start_endpoint(daemon: Daemon) -> EndpointServer | None:
-    """Serve the daemon's /metrics and /healthz on ``settings.http_listen`` (None: off)."""
+async def start_endpoint(daemon: Daemon, others: Sequence[Daemon] = ()) -> EndpointServer | None:
+    """Serve the daemon's /metrics and /healthz on ``settings.http_listen`` (None: off);
+    ``others``: the daemon's other mailboxes (they share its metrics)."""
     listen = daemon.settings.http_listen
     if listen is None:
         return None
@@ -305,7 +326,7 @@ async def start_endpoint(daemon: Daemon) -> EndpointServer | None:
         return Response(HTTPStatus.OK, CONTENT_TYPE, await daemon.metrics.render())
 
     async def healthz() -> Response:
-        return await health(daemon)
+        return await health(daemon, others)
 
     server = EndpointServer({"/metrics": metrics, "/healthz": healthz})
     await server.start(host, port)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiosmtplib
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from mailbot.clock import Clock
@@ -217,7 +218,10 @@ class OutboxSender:
         *,
         retry: RetryPolicy | None = None,
         on_failed: FailureHook | None = None,
+        mailboxes: Sequence[str] | None = None,
     ) -> None:
+        #: Rows of these mailboxes only (mailbot.tickets.scope); None: every row.
+        self.mailboxes = mailboxes
         self.transport = transport
         self.clock = clock
         self.retry = retry or RetryPolicy()
@@ -263,9 +267,8 @@ class OutboxSender:
         recipient on the same ticket is still waiting: mail of one conversation goes out in
         order, also after an outage in which their retries fell due in another order."""
         rows = (
-            await OutboxRow.filter(
-                status=OutboxStatus.QUEUED, next_attempt_at__lte=self.clock.now()
-            )
+            await self.queued()
+            .filter(next_attempt_at__lte=self.clock.now())
             .order_by("id")
             .limit(limit)
             .values_list("id", "ticket_id", "rcpt_to")
@@ -292,13 +295,13 @@ class OutboxSender:
             due.append((int(row_id), conversation))
         return due
 
+    def queued(self) -> QuerySet[OutboxRow]:
+        """Queued rows this sender sends (its mailboxes')."""
+        query = OutboxRow.filter(status=OutboxStatus.QUEUED)
+        return query if self.mailboxes is None else query.filter(mailbox__in=self.mailboxes)
+
     async def next_due(self) -> datetime | None:
-        row = (
-            await OutboxRow.filter(status=OutboxStatus.QUEUED)
-            .order_by("next_attempt_at")
-            .only("id", "next_attempt_at")
-            .first()
-        )
+        row = await self.queued().order_by("next_attempt_at").only("id", "next_attempt_at").first()
         return row.next_attempt_at if row else None
 
     async def run_once(self, *, until: Callable[[], bool] | None = None) -> int:

@@ -85,6 +85,9 @@ class Ticket(Model):
     )
     resolved_at = fields.DatetimeField(null=True)
     spam = fields.BooleanField(default=False)
+    #: The mailbox it came in by, when one daemon serves several (mailbot.tickets.scope);
+    #: "" for the single or default one.
+    mailbox = fields.CharField(max_length=64, default="", db_index=True)
     linked_ticket: fields.ForeignKeyNullableRelation[Ticket] = fields.ForeignKeyField(
         "models.Ticket", related_name=False, null=True, on_delete=fields.SET_NULL
     )
@@ -171,6 +174,8 @@ class OutboxRow(Model):
     created_at = fields.DatetimeField(db_index=True)
     sent_at = fields.DatetimeField(null=True)
     last_error = fields.TextField(null=True)
+    #: The mailbox whose SMTP server and address send it (mailbot.tickets.scope).
+    mailbox = fields.CharField(max_length=64, default="", db_index=True)
 
     class Meta:
         table = "outbox"

@@ -26,6 +26,7 @@ from mailbot.tickets.models import (
     Participant,
     Ticket,
 )
+from mailbot.tickets.scope import current_mailbox
 
 # Column widths of the models; hostile input is clipped to them rather than refused.
 _ID_MAX, _ADDRESS_MAX, _NAME_MAX, _SOURCE_MAX = 998, 320, 255, 1024
@@ -213,6 +214,7 @@ async def _open_ticket(
         account=decision.account[:_ADDRESS_MAX] if decision.account else None,
         category=decision.category,
         howto=decision.howto,
+        mailbox=current_mailbox(),
     )
 
 
@@ -363,6 +365,7 @@ async def queue_outgoing(
         rcpt_to=out.rcpt_to,
         next_attempt_at=now,
         created_at=now,
+        mailbox=current_mailbox(),
     )
     return row.id
 

@@ -32,12 +32,13 @@ sweeps or two daemons on one database never both resolve it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from mailbot.clock import Clock
@@ -146,21 +147,28 @@ class WikiFollowupSweeper:
     """Resolves redirected tickets nobody came back to (module docstring). ``policy`` is read
     at every sweep, so a reload that changes ``resolve_after`` applies at the next one."""
 
-    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        *,
+        mailboxes: Sequence[str] | None = None,
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        #: Tickets of these mailboxes only (mailbot.tickets.scope); None: every ticket.
+        self.mailboxes = mailboxes
+
+    def _pending(self) -> QuerySet[Ticket]:
+        query = Ticket.filter(wiki_redirect=WikiRedirect.PENDING, status__in=_SETTLED_FROM)
+        return query if self.mailboxes is None else query.filter(mailbox__in=self.mailboxes)
 
     async def next_due(self) -> datetime | None:
         """When the next pending redirect falls due (None: none, or no ``resolve_after``)."""
         after = resolve_after(self.policy().rules)
         if after is None:
             return None
-        row = (
-            await Ticket.filter(wiki_redirect=WikiRedirect.PENDING, status__in=_SETTLED_FROM)
-            .order_by("created_at", "id")
-            .only("id", "created_at")
-            .first()
-        )
+        row = await self._pending().order_by("created_at", "id").only("id", "created_at").first()
         return row.created_at + after if row is not None else None
 
     async def run_once(self) -> FollowupReport:
@@ -172,11 +180,8 @@ class WikiFollowupSweeper:
         now = self.clock.now()
         cutoff = now - after
         due = (
-            await Ticket.filter(
-                wiki_redirect=WikiRedirect.PENDING,
-                status__in=_SETTLED_FROM,
-                created_at__lte=cutoff,
-            )
+            await self._pending()
+            .filter(created_at__lte=cutoff)
             .order_by("created_at", "id")
             .only("id", "status")
             .limit(BATCH)
