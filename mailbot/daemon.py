@@ -421,11 +421,16 @@ class Daemon:
         while not self.stop.is_set():
             self.wake_sender.clear()
             try:
-                await self.sender.run_once(until=self._out_of_time)
+                sent = await self.sender.run_once(until=self._out_of_time)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox drain failed; retrying at the next sweep")
+            else:
+                if sent:
+                    # One drain takes at most a page of due rows: after a burst, go on at
+                    # once rather than leave the rest to the next sweep.
+                    self.wake_sender.set()
             await self._wait(self.wake_sender)
 
     async def _wait(self, event: asyncio.Event) -> None:
