@@ -113,7 +113,7 @@ class MailboxLeaseKeeper:
         updated = await MailboxLease.filter(Q(key=self.key) & takeable).update(**changes)
         if not updated:
             return await self._lost_race()
-        if fresh:
+        if fresh and current.holder:
             log.info(
                 "mailbox %s: lease taken over from %s (expired %s)",
                 self.key,
@@ -141,7 +141,7 @@ class MailboxLeaseKeeper:
             return
         self.held = False
         await MailboxLease.filter(key=self.key, holder=self.holder).update(
-            expires_at=self.clock.now() - timedelta(seconds=1)
+            holder="", expires_at=self.clock.now() - timedelta(seconds=1)
         )
         log.info("mailbox %s: lease released", self.key)
 
