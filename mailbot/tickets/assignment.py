@@ -16,31 +16,44 @@ from tortoise.transactions import in_transaction
 from mailbot.agents.assign import Target, assignment_target, next_in_turn, team_members
 from mailbot.rules.schema import Rules
 from mailbot.tickets.models import AssignmentCursor, Ticket
+from mailbot.tickets.raw_sql import dialect_sql, table
 
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 8
 
 
+async def _advance(conn: BaseDBAsyncClient, team: str, members: tuple[str, ...]) -> str | None:
+    """Move the team's cursor to the next member in one statement (atomic, so two daemons
+    never hand out the same turn); the member chosen, or None when the team has no cursor.
+    The CASE is :func:`next_in_turn` spelled in SQL: the member after the last one, the
+    first when the last one is gone."""
+    order = tuple(dict.fromkeys(members))  # the first place of a member counts, as index()
+    cases = " ".join("WHEN ? THEN ?" for _ in order)
+    sql = (
+        f"UPDATE {table(AssignmentCursor)} SET last_agent = CASE last_agent {cases} ELSE ? END "
+        f"WHERE team = ? RETURNING last_agent"
+    )
+    values: list[object] = []
+    for member in order:
+        values += [member, next_in_turn(members, member)]
+    values += [members[0], team]
+    rows = await conn.execute_query_dict(dialect_sql(conn, sql), values)
+    return str(rows[0]["last_agent"]) if rows else None
+
+
 async def _take_turn(conn: BaseDBAsyncClient, team: str, members: tuple[str, ...]) -> str:
     for _ in range(_ATTEMPTS):
-        cursor = await AssignmentCursor.filter(team=team).using_db(conn).first()
-        if cursor is None:
-            chosen = members[0]
-            try:
-                async with in_transaction() as savepoint:  # nested: a SAVEPOINT
-                    await AssignmentCursor.create(using_db=savepoint, team=team, last_agent=chosen)
-            except IntegrityError:
-                continue  # another daemon created it: read it again
+        chosen = await _advance(conn, team, members)
+        if chosen is not None:
             return chosen
-        chosen = next_in_turn(members, cursor.last_agent)
-        updated = (
-            await AssignmentCursor.filter(team=team, last_agent=cursor.last_agent)
-            .using_db(conn)
-            .update(last_agent=chosen)
-        )
-        if updated:
-            return chosen
+        chosen = members[0]
+        try:
+            async with in_transaction() as savepoint:  # nested: a SAVEPOINT
+                await AssignmentCursor.create(using_db=savepoint, team=team, last_agent=chosen)
+        except IntegrityError:
+            continue  # another daemon created it: advance it instead
+        return chosen
     log.warning("team %s: round-robin cursor kept changing; giving the turn to %s", team, members)
     return members[0]
 
@@ -82,5 +95,8 @@ async def assign_to(conn: BaseDBAsyncClient, rules: Rules, ticket: Ticket, name:
 async def _store(conn: BaseDBAsyncClient, ticket: Ticket, target: Target) -> None:
     ticket.assignee = target.agent
     ticket.team = target.team
-    await Ticket.filter(id=ticket.id).using_db(conn).update(assignee=target.agent, team=target.team)
+    await conn.execute_query(
+        dialect_sql(conn, f"UPDATE {table(Ticket)} SET assignee = ?, team = ? WHERE id = ?"),
+        [target.agent, target.team, ticket.id],
+    )
     log.info("ticket #%d: assigned (%s)", ticket.id, target.reason)

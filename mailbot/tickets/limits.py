@@ -22,6 +22,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from mailbot.domain import ReplyKind
 from mailbot.rules.schema import Rules
 from mailbot.tickets.models import OutboxRow, SuppressedAddress
+from mailbot.tickets.raw_sql import db_value, dialect_sql, python_value, table
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +33,42 @@ AUTOMATIC_KINDS = tuple(kind.value for kind in ReplyKind)
 async def auto_reply_refusal(
     conn: BaseDBAsyncClient, rules: Rules, address: str, now: datetime
 ) -> str | None:
-    """Why no automatic answer may go to ``address`` now, or None when it may."""
-    suppressed = await SuppressedAddress.filter(address=address.lower()).using_db(conn).first()
-    if suppressed is not None:
-        return (
-            f"{address} hard-bounced ({suppressed.bounces}x since "
-            f"{suppressed.since.isoformat(timespec='minutes')}): no automatic mail"
-        )
+    """Why no automatic answer may go to ``address`` now, or None when it may.
+
+    One statement reads the suppression and both windows' counts (the rows this
+    transaction queued included), written out: it runs for every answer."""
     limits = rules.auto_reply_limits
-    per = limits.per_address
-    recent = (
-        await OutboxRow.filter(
-            rcpt_to=address,
-            kind__in=AUTOMATIC_KINDS,
-            created_at__gte=now - timedelta(seconds=per.seconds),
-        )
-        .using_db(conn)
-        .count()
+    per, total = limits.per_address, limits.total
+    kinds = ", ".join("?" for _ in AUTOMATIC_KINDS)
+    outbox = table(OutboxRow)
+    sql = (
+        f"SELECT s.bounces, s.since, "
+        f"(SELECT COUNT(*) FROM {outbox} WHERE rcpt_to = ? AND kind IN ({kinds}) "
+        f"AND created_at >= ?) AS recent, "
+        f"(SELECT COUNT(*) FROM {outbox} WHERE kind IN ({kinds}) "
+        f"AND created_at >= ?) AS overall "
+        f"FROM (SELECT 1 AS one) AS o LEFT JOIN {table(SuppressedAddress)} AS s "
+        f"ON s.address = ?"
     )
+    values = [
+        address,
+        *AUTOMATIC_KINDS,
+        db_value(OutboxRow, "created_at", now - timedelta(seconds=per.seconds)),
+        *AUTOMATIC_KINDS,
+        db_value(OutboxRow, "created_at", now - timedelta(seconds=total.seconds)),
+        address.lower(),
+    ]
+    (row,) = await conn.execute_query_dict(dialect_sql(conn, sql), values)
+    if row["bounces"] is not None:
+        since = python_value(SuppressedAddress, "since", row["since"])
+        return (
+            f"{address} hard-bounced ({row['bounces']}x since "
+            f"{since.isoformat(timespec='minutes')}): no automatic mail"
+        )
+    recent = int(row["recent"])
     if recent >= per.count:
         return f"rate limit: {recent} automatic answers to {address} within {per.per}"
-    total = limits.total
-    overall = (
-        await OutboxRow.filter(
-            kind__in=AUTOMATIC_KINDS, created_at__gte=now - timedelta(seconds=total.seconds)
-        )
-        .using_db(conn)
-        .count()
-    )
+    overall = int(row["overall"])
     if overall >= total.count:
         return f"rate limit: {overall} automatic answers in all within {total.per}"
     return None

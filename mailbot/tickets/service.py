@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -26,6 +27,7 @@ from mailbot.tickets.models import (
     Participant,
     Ticket,
 )
+from mailbot.tickets.raw_sql import dialect_sql, insert_row, python_value, table
 from mailbot.tickets.scope import current_mailbox
 
 # Column widths of the models; hostile input is clipped to them rather than refused.
@@ -106,48 +108,80 @@ async def find_duplicate(
     return "identical content already stored"
 
 
-async def _facts(conn: BaseDBAsyncClient, ticket: Ticket) -> TicketFacts:
-    addresses = (
-        await Participant.filter(ticket_id=ticket.id)
-        .using_db(conn)
-        .values_list("address", flat=True)
+async def _participants(
+    conn: BaseDBAsyncClient, ticket_ids: list[int]
+) -> dict[int, frozenset[str]]:
+    """The participants of each ticket, in one query."""
+    if not ticket_ids:
+        return {}
+    marks = ", ".join("?" for _ in ticket_ids)
+    rows = await conn.execute_query_dict(
+        dialect_sql(
+            conn,
+            f"SELECT ticket_id, address FROM {table(Participant)} WHERE ticket_id IN ({marks})",
+        ),
+        ticket_ids,
     )
+    found: dict[int, set[str]] = {ticket_id: set() for ticket_id in ticket_ids}
+    for row in rows:
+        found[int(row["ticket_id"])].add(str(row["address"]))
+    return {ticket_id: frozenset(addresses) for ticket_id, addresses in found.items()}
+
+
+_FACT_COLUMNS = "t.id, t.status, t.plan, t.language, t.resolved_at, t.spam"
+
+
+def _ticket_facts(row: dict[str, Any], participants: frozenset[str]) -> TicketFacts:
     return TicketFacts(
-        ticket.id,
-        ticket.status,
-        frozenset(str(a) for a in addresses),
-        plan=ticket.plan,
-        language=ticket.language,
-        resolved_at=ticket.resolved_at,
-        spam=ticket.spam,
+        int(row["id"]),
+        python_value(Ticket, "status", row["status"]),
+        participants,
+        plan=row["plan"],
+        language=row["language"],
+        resolved_at=python_value(Ticket, "resolved_at", row["resolved_at"]),
+        spam=bool(python_value(Ticket, "spam", row["spam"])),
     )
 
 
 async def thread_facts(
     conn: BaseDBAsyncClient, ids: tuple[str, ...], token: int | None
 ) -> tuple[dict[str, TicketFacts], TicketFacts | None]:
-    """The tickets that the message's ids and subject token point at."""
-    known: dict[str, TicketFacts] = {}
+    """The tickets that the message's ids and subject token point at (written out: every
+    message asks, so one query for the ids' tickets, one for the token's, one for all their
+    participants)."""
+    by_id: list[dict[str, Any]] = []
     if ids:
-        rows = (
-            await Message.filter(message_id__in=list(ids), ticket_id__not_isnull=True)
-            .using_db(conn)
-            .prefetch_related("ticket")
+        marks = ", ".join("?" for _ in ids)
+        by_id = await conn.execute_query_dict(
+            dialect_sql(
+                conn,
+                f"SELECT m.message_id, {_FACT_COLUMNS} FROM {table(Message)} AS m "
+                f"JOIN {table(Ticket)} AS t ON t.id = m.ticket_id "
+                f"WHERE m.message_id IN ({marks}) ORDER BY m.id",
+            ),
+            list(ids),
         )
-        cache: dict[int, TicketFacts] = {}
-        for row in rows:
-            ticket = row.ticket
-            if ticket is None or row.message_id is None:
-                continue
-            if ticket.id not in cache:
-                cache[ticket.id] = await _facts(conn, ticket)
-            known[row.message_id] = cache[ticket.id]
-    token_facts = None
+    by_token: list[dict[str, Any]] = []
     if token is not None:
-        ticket = await Ticket.filter(id=token).using_db(conn).first()
-        if ticket is not None:
-            token_facts = await _facts(conn, ticket)
-    return known, token_facts
+        by_token = await conn.execute_query_dict(
+            dialect_sql(conn, f"SELECT {_FACT_COLUMNS} FROM {table(Ticket)} AS t WHERE t.id = ?"),
+            [token],
+        )
+    if not by_id and not by_token:
+        return {}, None
+    participants = await _participants(
+        conn, list(dict.fromkeys(int(row["id"]) for row in (*by_id, *by_token)))
+    )
+    cache: dict[int, TicketFacts] = {}
+
+    def facts(row: dict[str, Any]) -> TicketFacts:
+        ticket_id = int(row["id"])
+        if ticket_id not in cache:
+            cache[ticket_id] = _ticket_facts(row, participants[ticket_id])
+        return cache[ticket_id]
+
+    known = {str(row["message_id"]): facts(row) for row in by_id if row["message_id"]}
+    return known, facts(by_token[0]) if by_token else None
 
 
 async def advance_checkpoint(key: str, uidvalidity: int, uid: int) -> None:
@@ -218,14 +252,25 @@ async def _open_ticket(
     )
 
 
-async def _add_participant(conn: BaseDBAsyncClient, ticket_id: int, address: str) -> None:
-    if (
-        address
-        and not await Participant.filter(ticket_id=ticket_id, address=address)
-        .using_db(conn)
-        .exists()
-    ):
-        await Participant.create(using_db=conn, ticket_id=ticket_id, address=address[:_ADDRESS_MAX])
+async def _add_participant(
+    conn: BaseDBAsyncClient, ticket_id: int, address: str, *, new: bool = False
+) -> None:
+    """Add ``address`` unless it already takes part (``new``: the ticket was just opened, so
+    nobody does yet). One statement, written out: it runs for nearly every message."""
+    if not address:
+        return
+    participant = table(Participant)
+    sql = f"INSERT INTO {participant} (ticket_id, address, role) "
+    values: list[object] = [ticket_id, address[:_ADDRESS_MAX], "customer"]
+    if new:
+        sql += "VALUES (?, ?, ?)"
+    else:
+        sql += (
+            f"SELECT CAST(? AS INTEGER), ?, ? WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {participant} WHERE ticket_id = ? AND address = ?)"
+        )
+        values += [ticket_id, address]
+    await conn.execute_query(dialect_sql(conn, sql), values)
 
 
 async def apply_inbound(
@@ -262,12 +307,7 @@ async def apply_inbound(
             resumed = True
         await ticket.save(using_db=conn, update_fields=["updated_at", "status", "resolved_at"])
     if ticket is not None and decision.customer and not decision.auto.auto_generated:
-        if action is TicketAction.NEW:
-            await Participant.create(
-                using_db=conn, ticket_id=ticket.id, address=decision.customer[:_ADDRESS_MAX]
-            )
-        else:
-            await _add_participant(conn, ticket.id, decision.customer)
+        await _add_participant(conn, ticket.id, decision.customer, new=action is TicketAction.NEW)
     row_id = await store_inbound(
         conn,
         msg=msg,
@@ -304,8 +344,9 @@ async def store_inbound(
 ) -> int:
     """One received message row (raw bytes kept); ``role`` says who may see it,
     ``rules_version`` which ruleset decided it."""
-    row = await Message.create(
-        using_db=conn,
+    return await insert_row(
+        conn,
+        Message,
         ticket_id=ticket_id,
         direction=Direction.IN,
         message_id=_storable_id(msg.message_id),
@@ -326,7 +367,6 @@ async def store_inbound(
         role=role,
         rules_version=rules_version,
     )
-    return row.id
 
 
 async def queue_outgoing(
@@ -342,8 +382,9 @@ async def queue_outgoing(
 
     ``role``: ``system`` (automatic answers to the customer), ``agent`` (a relayed agent
     answer), ``internal`` (notifications and other mail to agents)."""
-    message = await Message.create(
-        using_db=conn,
+    message_row = await insert_row(
+        conn if conn is not None else Message._meta.db,
+        Message,
         ticket_id=ticket_id,
         direction=Direction.OUT,
         message_id=out.message_id,
@@ -359,7 +400,7 @@ async def queue_outgoing(
     row = await OutboxRow.create(
         using_db=conn,
         ticket_id=ticket_id,
-        message_id=message.id,
+        message_id=message_row,
         kind=kind,
         mail_from=out.mail_from,
         rcpt_to=out.rcpt_to,
