@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 CUSTOMER_KINDS = ("ack", "wiki", "relay")
 # The outbox is swept at least this often, for retries whose backoff has run out.
 SWEEP_SECONDS = 30.0
+# A standby daemon (another holds the mailbox's lease) looks at the outbox this often.
+STANDBY_SEND_SECONDS = 2.0
 # Reminders: the scheduler wakes the sweep at the next due row; this is the safety net.
 REMINDER_SWEEP_SECONDS = 60.0
 # A wiki follow-up sweep that failed is tried again this much later (or at the next mail).
@@ -237,6 +239,8 @@ class Daemon:
                 state.holder or "another daemon",
                 self.lease.seconds,
             )
+        if self.standby is None:
+            self.wake_sender.set()  # its loop now looks at the outbox every few seconds
         self.standby = state
         self._write_status()
         if not self._announced:
@@ -431,13 +435,17 @@ class Daemon:
                     # One drain takes at most a page of due rows: after a burst, go on at
                     # once rather than leave the rest to the next sweep.
                     self.wake_sender.set()
-            await self._wait(self.wake_sender)
+            # A standby daemon hears of no new mail (the lease holder stores it): it looks at
+            # the outbox every few seconds, so it shares the sending, not only the failover.
+            await self._wait(
+                self.wake_sender, STANDBY_SEND_SECONDS if self.standby is not None else None
+            )
 
-    async def _wait(self, event: asyncio.Event) -> None:
-        """Until ``event`` or ``stop`` is set."""
+    async def _wait(self, event: asyncio.Event, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Until ``event`` or ``stop`` is set (or ``timeout`` seconds have passed)."""
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stop.wait())]
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -581,7 +589,8 @@ class Daemon:
         log.info("mailbot stopped%s", f" (mailbox {self.name})" if self.name else "")
 
     def finish(self) -> None:
-        """Record in the state file that this daemon has stopped."""
+        """Record in the state file that this daemon has stopped (its parse worker ends)."""
+        self.poller.close()
         self.stopped = _now()
         self._write_status()
 
