@@ -589,8 +589,7 @@ class Daemon:
         log.info("mailbot stopped%s", f" (mailbox {self.name})" if self.name else "")
 
     def finish(self) -> None:
-        """Record in the state file that this daemon has stopped (its parse worker ends)."""
-        self.poller.close()
+        """Record in the state file that this daemon has stopped."""
         self.stopped = _now()
         self._write_status()
 
