@@ -595,14 +595,21 @@ class Daemon:
 
 
 async def require_schema(url: str) -> None:
-    """Refuse a database that lacks a column of the models (created by an earlier build:
-    there are no migrations yet, and every message would fail to store)."""
+    """Refuse a database this mailbot cannot use: one behind its migrations (or ahead of
+    them), or one lacking a column of the models although its migration history says it is
+    current (changed by hand): every message would fail to store."""
+    from mailbot.tickets.schema_migrate import behind_error, read_state
+
+    state = await read_state()
+    error = behind_error(url, state)
+    if error is not None:
+        raise error
     missing = await missing_columns()
     if missing:
         raise ConfigError(
-            f"database {redact(url)} lacks the columns {', '.join(missing)} (it was created by"
-            " an earlier mailbot; there are no migrations yet): start a new database, or add"
-            " them with ALTER TABLE ... ADD COLUMN (see mailbot/tickets/models.py)"
+            f"database {redact(url)} lacks the columns {', '.join(missing)} although its"
+            f" migration history says {state.level}: it was changed outside `mailbot migrate`;"
+            " restore it from a backup, or add them as mailbot/tickets/migrations/ define them"
         )
 
 

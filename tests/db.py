@@ -18,6 +18,7 @@ from mailbot.tickets.database import (
     open_database,
     sqlite_url,
 )
+from mailbot.tickets.schema_migrate import prepare_schema
 
 POSTGRES_ENV = "MAILBOT_TEST_DB_URL"
 
@@ -27,7 +28,7 @@ async def _fresh_postgres(url: str) -> None:
     await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     conn = connections.get("default")
     await conn.execute_script("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    await Tortoise.generate_schemas(safe=False)
+    await prepare_schema(url)  # as open_database creates an empty database
 
 
 @pytest.fixture

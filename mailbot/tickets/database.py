@@ -49,23 +49,32 @@ def forget_compiled_queries() -> None:
 
 
 async def open_database(url: str, *, create_schema: bool = True) -> None:
-    """Connect and (by default) create missing tables. Safe to call on an existing database.
+    """Connect; with ``create_schema`` (the default) an empty database is created by running
+    the migrations (``mailbot.tickets.schema_migrate``, under a lock so that daemons starting
+    together create it once), and a database that is behind the migrations (or ahead of them)
+    is refused with a ConfigError that says to run ``mailbot migrate``. Without it, nothing
+    is checked or written.
 
     tortoise-orm caches each table's compiled INSERT/UPDATE SQL by connection name and table,
     not by dialect: a process that opened SQLite before (a test run, ``simulate --corpus``'s
     throw-away database) would send SQLite's ``?`` placeholders to PostgreSQL. The cache is
     emptied here, so every database opened starts from its own dialect."""
+    from mailbot.tickets.schema_migrate import prepare_schema  # it imports this module
+
     forget_compiled_queries()
     await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     if create_schema:
-        await Tortoise.generate_schemas(safe=True)
+        try:
+            await prepare_schema(url)
+        except BaseException:
+            await Tortoise.close_connections()
+            raise
     log.info("database open: %s", redact(url))
 
 
 async def missing_columns() -> list[str]:
-    """``table.column`` of every model column the open database lacks. There are no
-    migrations yet: ``generate_schemas(safe=True)`` creates missing tables but never adds a
-    column to an existing one, so a database from an earlier build lacks the newer ones."""
+    """``table.column`` of every model column the open database lacks: a database whose
+    migration history does not match its tables (edited by hand, or restored partly)."""
     conn = connections.get("default")
     sqlite = conn.capabilities.dialect == "sqlite"
     missing: list[str] = []
@@ -83,7 +92,7 @@ async def missing_columns() -> list[str]:
             )
             have = {str(row["column_name"]) for row in rows}
         if not have:
-            continue  # no table at all: generate_schemas creates it
+            continue  # no table at all: not a column problem
         missing += [f"{table}.{c}" for c in meta.fields_db_projection.values() if c not in have]
     return missing
 

@@ -1,5 +1,6 @@
-"""A database from an earlier build (a column the models have is missing) is refused at
-start-up with the columns named, instead of failing on every message (no migrations yet)."""
+"""A database whose migration history says it is current but which lacks a column of the
+models (changed by hand) is refused at start-up with the columns named, instead of failing on
+every message. (Databases behind their migrations: tests/integration/test_migrate.py.)"""
 
 from __future__ import annotations
 
