@@ -25,7 +25,6 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from mailbot.clock import FixedClock
 from mailbot.devservers import self_signed_cert
-from mailbot.domain import Address
 from mailbot.endpoints import Auth, Endpoint, Security
 from mailbot.errors import (
     BasicAuthRefusedError,
@@ -38,7 +37,6 @@ from mailbot.errors import (
 )
 from mailbot.mailbox.imap import ImapSession, append_messages
 from mailbot.oauth import TokenSource, xoauth2_sasl
-from mailbot.outbound.compose import compose, loop_marker
 from mailbot.outbound.sender import (
     OutboxSender,
     SmtpOAuthGrantError,
@@ -46,7 +44,7 @@ from mailbot.outbound.sender import (
 )
 from mailbot.settings import load_settings
 from mailbot.tickets.models import OutboxRow, OutboxStatus
-from mailbot.tickets.service import queue_outgoing
+from tests.integration.test_sender import queue
 from tests.servers.dovecot import DovecotServer, dovecot_missing_reason
 from tests.servers.oauth_server import OAuthServer, running_oauth_server
 
@@ -339,21 +337,7 @@ async def running_oauth_smtp(
 
 
 async def _queue_mail(clock: FixedClock, rcpt: str = "customer@shop.example") -> int:
-    out = compose(
-        sender=Address("support@example.com", "Support"),
-        to=Address(rcpt),
-        subject="Re: test [#1]",
-        text="Hello\n",
-        html=None,
-        message_id=f"<xoauth2.{rcpt}@example.com>",
-        date=clock.now(),
-        in_reply_to=None,
-        references=(),
-        marker=loop_marker("support@example.com"),
-        ticket_ref="#1",
-        language="en",
-    )
-    return await queue_outgoing(None, ticket_id=None, kind="ack", out=out, now=clock.now())
+    return await queue(rcpt, clock)
 
 
 async def test_smtp_send_with_xoauth2(database: str, oauth: OAuthServer) -> None:
