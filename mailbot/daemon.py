@@ -264,8 +264,12 @@ class Daemon:
             self.abandon_flush.set()
             return
         notify("STOPPING=1", "STATUS=stopping")
-        self._stop_deadline = asyncio.get_running_loop().time() + self.settings.stop_timeout
+        self.start_stop_clock()
         self.stop.set()
+
+    def start_stop_clock(self) -> None:
+        """The outbox may be flushed until ``stop_timeout`` seconds from now."""
+        self._stop_deadline = asyncio.get_running_loop().time() + self.settings.stop_timeout
 
     def _out_of_time(self) -> bool:
         """Whether a stopping daemon must leave the rest of the outbox queued."""
@@ -279,7 +283,7 @@ class Daemon:
         after the stop signal (checked between mails: one in flight is never cut off).
         Returns the number sent; what is left stays queued for the next start."""
         if self._stop_deadline is None:
-            self._stop_deadline = asyncio.get_running_loop().time() + self.settings.stop_timeout
+            self.start_stop_clock()
         out_of_time = self._out_of_time
         sent = 0
         while not out_of_time():

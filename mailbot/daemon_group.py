@@ -122,9 +122,8 @@ class DaemonGroup:
             self.abandon_flush.set()
             return
         notify("STOPPING=1", "STATUS=stopping")
-        now = asyncio.get_running_loop().time()
         for daemon in self.daemons:
-            daemon._stop_deadline = now + daemon.settings.stop_timeout
+            daemon.start_stop_clock()
         self.stop.set()
 
     def _request_reload(self) -> None:
