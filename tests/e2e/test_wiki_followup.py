@@ -157,7 +157,9 @@ async def test_concurrent_sweeps_resolve_each_ticket_once(
     sweepers = [WikiFollowupSweeper(lambda: policy, clock) for _ in range(3)]
     reports = await asyncio.gather(*(s.run_once() for s in sweepers))
     assert sum(r.resolved for r in reports) == 3
-    assert sum(r.lost_races for r in reports) == 6  # each ticket lost by the two others
+    # Each ticket is lost by at most the two others: a sweeper that lists the tickets after
+    # one was resolved never races for it (seen on PostgreSQL). Exactly once is above/below.
+    assert sum(r.lost_races for r in reports) <= 6
     closed = await ClockEventRow.filter(kind="closed").values_list("ticket_id", flat=True)
     assert sorted(closed) == sorted(t.id for t in await Ticket.all())  # one close each
 
