@@ -75,6 +75,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_POLL_INTERVAL = 5.0
+MOVE_SLICE = 200  # messages per UID MOVE (see ImapSession.move)
 _LOGOUT_TIMEOUT = 5.0
 
 _SELECT_CODE_RE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
@@ -600,7 +601,11 @@ class ImapSession:
         """
         if not uids:
             return
-        for part in uid_sets(uids):
+        # The server answers a move with one untagged EXPUNGE per message; aioimaplib parses
+        # the lines of one network read recursively, so a move of ~1,000 messages at once can
+        # exceed Python's recursion limit and drop the connection. Moves go in slices.
+        slices = [uids[i : i + MOVE_SLICE] for i in range(0, len(uids), MOVE_SLICE)]
+        for part in (part for piece in slices for part in uid_sets(piece)):
             response = await self._move_once(part, folder)
             if not _is_ok(response) and create:
                 await self.create_folder(folder)

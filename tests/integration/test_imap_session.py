@@ -194,6 +194,16 @@ async def test_move_creates_the_missing_folder(
         assert [m.raw for m in await moved.fetch(await moved.search_uids(1))] == raws[:2]
 
 
+async def test_a_move_of_many_messages_goes_in_slices(imap_server: ImapTestServer) -> None:
+    """1,200 EXPUNGE answers in one read overflowed aioimaplib's recursive line parser."""
+    uids = await appended(imap_server, *([CRLF_MAIL] * 1200))
+    async with session_for(imap_server.endpoint()) as session:
+        await session.move(uids, "Done")
+        assert await session.search_uids(1) == []
+    async with session_for(imap_server.endpoint(mailbox="Done")) as moved:
+        assert len(await moved.search_uids(1)) == 1200
+
+
 async def test_move_without_create_fails_for_a_missing_folder(
     imap_server: ImapTestServer,
 ) -> None:
