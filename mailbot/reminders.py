@@ -44,6 +44,7 @@ from mailbot.tickets.models import (
     Ticket,
     TicketClock,
 )
+from mailbot.tickets.raw_sql import lock_or_skip
 from mailbot.tickets.service import queue_outgoing
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,9 @@ class ReminderSweeper:
         async with in_transaction() as conn:
             # PostgreSQL: lock the row or skip it at once when another daemon's sweep holds
             # it (SQLite ignores this; the conditional UPDATE below is the guard everywhere).
-            mine = (
-                await Reminder.filter(id=row.id, status=ReminderStatus.PENDING)
-                .select_for_update(skip_locked=True)
-                .using_db(conn)
-                .only("id")  # not values_list: tortoise drops FOR UPDATE from it
-            )
-            if not mine:
+            if not await lock_or_skip(
+                conn, Reminder.filter(id=row.id, status=ReminderStatus.PENDING)
+            ):
                 return None  # another sweep or daemon is deciding it, or has decided it
             ticket = await Ticket.get(id=row.ticket_id, using_db=conn)
             clock = (

@@ -35,6 +35,7 @@ from mailbot.errors import (
 )
 from mailbot.oauth import basic_auth_refusal
 from mailbot.tickets.models import Message, OutboxRow, OutboxStatus
+from mailbot.tickets.raw_sql import lock_or_skip
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +245,9 @@ class OutboxSender:
         database (SQLite ignores row locks; its writers are serialised)."""
         now = self.clock.now()
         async with in_transaction() as conn:
-            locked = (
-                await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
-                .select_for_update(skip_locked=True)
-                .using_db(conn)
-                .only("id")  # not values_list: tortoise drops FOR UPDATE from it
-            )
-            if not locked:
+            if not await lock_or_skip(
+                conn, OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
+            ):
                 return False
             claimed = (
                 await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)

@@ -12,6 +12,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 _MARK = re.compile(r"\?")
 
@@ -87,3 +88,14 @@ async def insert_row(conn: BaseDBAsyncClient, model: type[Model], **values: Any)
         return int(await conn.execute_insert(sql, params))
     row = await conn.execute_insert(sql, params)  # PostgreSQL: the RETURNING row
     return int(row[0])
+
+
+async def lock_or_skip(conn: BaseDBAsyncClient, query: QuerySet[Any]) -> bool:
+    """Whether this transaction may go on with the rows ``query`` selects: on PostgreSQL
+    they are locked ``FOR UPDATE SKIP LOCKED`` (False: another daemon holds them, or none
+    match); SQLite has no row locks (its writers are serialised), so nothing is asked there
+    and the caller's conditional UPDATE decides alone."""
+    if conn.capabilities.dialect == "sqlite":
+        return True
+    # only(): tortoise drops FOR UPDATE from values_list()
+    return bool(await query.select_for_update(skip_locked=True).using_db(conn).only("id"))
