@@ -36,17 +36,20 @@ async def auto_reply_refusal(
     """Why no automatic answer may go to ``address`` now, or None when it may.
 
     One statement reads the suppression and both windows' counts (the rows this
-    transaction queued included), written out: it runs for every answer."""
+    transaction queued included), written out: it runs for every answer. Each count stops
+    at its window's limit (only "limit reached" matters), so its cost is bounded by the
+    limit, not by how many answers the window holds: an hour of a mail storm, or a limit
+    lifted, would otherwise make every message count them all again."""
     limits = rules.auto_reply_limits
     per, total = limits.per_address, limits.total
     kinds = ", ".join("?" for _ in AUTOMATIC_KINDS)
     outbox = table(OutboxRow)
     sql = (
         f"SELECT s.bounces, s.since, "
-        f"(SELECT COUNT(*) FROM {outbox} WHERE rcpt_to = ? AND kind IN ({kinds}) "
-        f"AND created_at >= ?) AS recent, "
-        f"(SELECT COUNT(*) FROM {outbox} WHERE kind IN ({kinds}) "
-        f"AND created_at >= ?) AS overall "
+        f"(SELECT COUNT(*) FROM (SELECT 1 FROM {outbox} WHERE rcpt_to = ? "
+        f"AND kind IN ({kinds}) AND created_at >= ? LIMIT ?) AS r) AS recent, "
+        f"(SELECT COUNT(*) FROM (SELECT 1 FROM {outbox} WHERE kind IN ({kinds}) "
+        f"AND created_at >= ? LIMIT ?) AS a) AS overall "
         f"FROM (SELECT 1 AS one) AS o LEFT JOIN {table(SuppressedAddress)} AS s "
         f"ON s.address = ?"
     )
@@ -54,8 +57,10 @@ async def auto_reply_refusal(
         address,
         *AUTOMATIC_KINDS,
         db_value(OutboxRow, "created_at", now - timedelta(seconds=per.seconds)),
+        per.count,
         *AUTOMATIC_KINDS,
         db_value(OutboxRow, "created_at", now - timedelta(seconds=total.seconds)),
+        total.count,
         address.lower(),
     ]
     (row,) = await conn.execute_query_dict(dialect_sql(conn, sql), values)

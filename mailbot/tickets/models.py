@@ -179,6 +179,9 @@ class OutboxRow(Model):
 
     class Meta:
         table = "outbox"
+        #: The storm brake's "answers in all within the window" count reads this index alone
+        #: (mailbot.tickets.limits), not every outbox row of the window.
+        indexes = (("kind", "created_at"),)
 
 
 class TicketClock(Model):

@@ -113,6 +113,14 @@ async def test_refusal_counts_only_automatic_answers_in_the_window(
     async with in_transaction() as conn:
         refusal = await auto_reply_refusal(conn, rules, "b@example.com", NOW)
     assert refusal == "rate limit: 4 automatic answers in all within 1h"
+    # Each count stops at its limit: past it, how many more there are is never read.
+    for extra in ("e", "f", "g"):
+        await _outbox(f"{extra}@example.com", AUTOMATIC_KINDS[0], NOW)
+    await _outbox("a@example.com", AUTOMATIC_KINDS[0], NOW)
+    async with in_transaction() as conn:
+        assert await auto_reply_refusal(conn, rules, "b@example.com", NOW) == refusal
+        refusal = await auto_reply_refusal(conn, rules, "a@example.com", NOW)
+    assert refusal == "rate limit: 2 automatic answers to a@example.com within 1h"
 
 
 async def test_refusal_of_a_suppressed_address_comes_first(database: str, rules: Rules) -> None:
