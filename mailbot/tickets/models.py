@@ -95,6 +95,8 @@ class Ticket(Model):
 
     class Meta:
         table = "ticket"
+        #: Foreign keys are indexed: SQLite and PostgreSQL index none by themselves.
+        indexes = (("linked_ticket_id",),)
 
 
 class Participant(Model):
@@ -149,6 +151,8 @@ class Message(Model):
 
     class Meta:
         table = "message"
+        #: A ticket's messages (threading answers, views) without scanning all mail.
+        indexes = (("ticket_id",),)
         unique_together = (("mailbox", "uidvalidity", "uid"),)
 
 
@@ -181,7 +185,7 @@ class OutboxRow(Model):
         table = "outbox"
         #: The storm brake's "answers in all within the window" count reads this index alone
         #: (mailbot.tickets.limits), not every outbox row of the window.
-        indexes = (("kind", "created_at"),)
+        indexes = (("kind", "created_at"), ("ticket_id",), ("message_id",))
 
 
 class TicketClock(Model):
@@ -218,6 +222,7 @@ class ClockEventRow(Model):
 
     class Meta:
         table = "clock_event"
+        indexes = (("ticket_id",),)
 
 
 class ReminderStatus(enum.StrEnum):
@@ -285,6 +290,7 @@ class TimeEntry(Model):
 
     class Meta:
         table = "time_entry"
+        indexes = (("ticket_id",), ("message_id",))
 
 
 class TopUp(Model):
