@@ -95,8 +95,9 @@ class Ticket(Model):
 
     class Meta:
         table = "ticket"
-        #: Foreign keys are indexed: SQLite and PostgreSQL index none by themselves.
-        indexes = (("linked_ticket_id",),)
+        #: Foreign keys are indexed (SQLite and PostgreSQL index none by themselves); the wiki
+        #: follow-up sweep reads pending redirects only.
+        indexes = (("linked_ticket_id",), ("wiki_redirect", "created_at"))
 
 
 class Participant(Model):
@@ -185,7 +186,14 @@ class OutboxRow(Model):
         table = "outbox"
         #: The storm brake's "answers in all within the window" count reads this index alone
         #: (mailbot.tickets.limits), not every outbox row of the window.
-        indexes = (("kind", "created_at"), ("ticket_id",), ("message_id",))
+        #: (status, next_attempt_at): the sender's due rows and next wake-up read queued rows
+        #: only, not every row ever sent.
+        indexes = (
+            ("kind", "created_at"),
+            ("status", "next_attempt_at"),
+            ("ticket_id",),
+            ("message_id",),
+        )
 
 
 class TicketClock(Model):
@@ -256,6 +264,8 @@ class Reminder(Model):
     class Meta:
         table = "reminder"
         unique_together = (("ticket", "clock", "kind"),)
+        #: The sweep reads pending reminders only, not every one ever sent.
+        indexes = (("status", "due_at"),)
 
 
 class TimeEntry(Model):

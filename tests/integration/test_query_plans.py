@@ -1,15 +1,19 @@
-"""No statement of the per-message path reads a whole table (SQLite's query plans).
+"""No statement of the per-message path or of the daemon's sweeps reads a whole table.
 
-Every statement an intake of a new request and two replies sends is captured (SQLite's
-trace callback, values expanded) and explained: a ``SCAN`` of a real table is a statement
-whose cost grows with the database, as the notification threading did (``message`` had no
-index on ``ticket_id``: at 90,000 messages ingest fell from ~100 to ~8 messages/s).
+Every statement an intake of a new request and two replies sends, and those of the sender,
+reminder and wiki follow-up sweeps, is captured (SQLite's trace callback, values expanded)
+and explained: a ``SCAN`` of a real table is a statement whose cost grows with the database.
+The notification threading did (``message`` had no index on ``ticket_id``: at 90,000
+messages ingest had fallen from ~100 to ~8 messages/s), and so did every outbox drain (the
+queued rows were found through ``next_attempt_at``, walking every row ever sent).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,14 +23,20 @@ from tortoise import connections
 
 from mailbot.agents.tokens import TokenSigner
 from mailbot.clock import FixedClock
+from mailbot.devservers.smtp_sink import SmtpSink
 from mailbot.domain import Disposition, TicketAction
 from mailbot.ingest.pipeline import Intake
-from mailbot.policy import load_policy
+from mailbot.outbound.sender import OutboxSender, SmtpTransport
+from mailbot.policy import Policy, load_policy
+from mailbot.reminders import ReminderSweeper
 from mailbot.tickets.service import Origin
+from mailbot.tickets.wiki_followup import WikiFollowupSweeper
 from tests.db import POSTGRES_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+POLICY = load_policy(REPO / "rules.yaml", REPO / "templates")
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get(POSTGRES_ENV)), reason="SQLite's query plans (EXPLAIN QUERY PLAN)"
@@ -47,37 +57,22 @@ def _mail(index: int, subject: str, parent: str | None = None) -> bytes:
     return msg.as_bytes()
 
 
-def _scanned_tables(db: sqlite3.Connection, statement: str, tables: set[str]) -> list[str]:
-    plan = db.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
-    return [row[-1] for row in plan if row[-1].startswith("SCAN ") and row[-1].split()[1] in tables]
-
-
-async def test_the_intake_path_reads_no_table_whole(database: str) -> None:
-    policy = load_policy(REPO / "rules.yaml", REPO / "templates")
-    intake = Intake(policy, FixedClock(NOW), signer=TokenSigner(b"query-plan-test-key"))
+@asynccontextmanager
+async def captured() -> AsyncIterator[list[str]]:
+    """Every statement SQLite runs on the test's connection meanwhile, values expanded."""
     client = connections.get("default")
     await client.execute_query("SELECT 1")  # the connection exists from here on
     raw_connection = client._connection  # type: ignore[attr-defined]
     statements: list[str] = []
     await raw_connection._execute(raw_connection._conn.set_trace_callback, statements.append)
     try:
-        outcomes = [
-            await intake.accept(_mail(1, "Checkout fails"), Origin(label="new")),
-            await intake.accept(
-                _mail(2, "Checkout fails", "<m1@shop.example>"), Origin(label="r1")
-            ),
-            await intake.accept(
-                _mail(3, "Checkout fails", "<m2@shop.example>"), Origin(label="r2")
-            ),
-        ]
+        yield statements
     finally:
         await raw_connection._execute(raw_connection._conn.set_trace_callback, None)
-    assert [o.disposition for o in outcomes] == [Disposition.STORED] * 3
-    assert [o.action for o in outcomes] == [
-        TicketAction.NEW,
-        TicketAction.APPEND,
-        TicketAction.APPEND,
-    ]
+
+
+def table_scans(database: str, statements: list[str]) -> dict[str, list[str]]:
+    """Each statement that reads a whole table, with the plan lines that say so."""
     path = database.removeprefix("sqlite://")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -86,6 +81,56 @@ async def test_the_intake_path_reads_no_table_whole(database: str) -> None:
             for s in dict.fromkeys(statements)
             if s.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "INSERT"))
         ]
-        assert len(explained) > 10, statements
-        scans = {s[:160]: _scanned_tables(db, s, tables) for s in explained}
-    assert {s: found for s, found in scans.items() if found} == {}
+        assert len(explained) > 5, statements
+        found: dict[str, list[str]] = {}
+        for statement in explained:
+            plan = db.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+            scans = [
+                row[-1]
+                for row in plan
+                if row[-1].startswith("SCAN ") and row[-1].split()[1] in tables
+            ]
+            if scans:
+                found[statement[:200]] = scans
+    return found
+
+
+async def _ingest(intake: Intake) -> list[TicketAction]:
+    outcomes = [
+        await intake.accept(_mail(1, "Checkout fails"), Origin(label="new")),
+        await intake.accept(_mail(2, "Checkout fails", "<m1@shop.example>"), Origin(label="r1")),
+        await intake.accept(_mail(3, "Checkout fails", "<m2@shop.example>"), Origin(label="r2")),
+    ]
+    assert [o.disposition for o in outcomes] == [Disposition.STORED] * 3
+    return [o.action for o in outcomes]
+
+
+async def test_the_intake_path_reads_no_table_whole(database: str) -> None:
+    intake = Intake(POLICY, FixedClock(NOW), signer=TokenSigner(b"query-plan-test-key"))
+    async with captured() as statements:
+        actions = await _ingest(intake)
+    assert actions == [TicketAction.NEW, TicketAction.APPEND, TicketAction.APPEND]
+    assert table_scans(database, statements) == {}
+
+
+@pytest.mark.parametrize("mailboxes", [None, ("support", "")])
+async def test_the_sweeps_read_no_table_whole(
+    database: str, smtp_sink: SmtpSink, mailboxes: tuple[str, ...] | None
+) -> None:
+    clock = FixedClock(NOW)
+    await _ingest(Intake(POLICY, clock, signer=TokenSigner(b"query-plan-test-key")))
+    policy: Policy = POLICY
+    sender = OutboxSender(
+        SmtpTransport(smtp_sink.endpoint(), timeout=10), clock, mailboxes=mailboxes
+    )
+    reminders = ReminderSweeper(lambda: policy, clock, mailboxes=mailboxes)
+    wiki = WikiFollowupSweeper(lambda: policy, clock, mailboxes=mailboxes)
+    async with captured() as statements:
+        assert await sender.next_due() is not None
+        sent = await sender.run_once()
+        await reminders.next_due()
+        await reminders.run_once()
+        await wiki.next_due()
+        await wiki.run_once()
+    assert sent == len(smtp_sink.messages) > 0
+    assert table_scans(database, statements) == {}

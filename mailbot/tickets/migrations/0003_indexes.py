@@ -26,6 +26,10 @@ class Migration(migrations.Migration):
         ),
         ops.AddIndex(
             model_name="OutboxRow",
+            index=Index(fields=["status", "next_attempt_at"]),
+        ),
+        ops.AddIndex(
+            model_name="OutboxRow",
             index=Index(fields=["ticket_id"]),
         ),
         ops.AddIndex(
@@ -33,8 +37,16 @@ class Migration(migrations.Migration):
             index=Index(fields=["message_id"]),
         ),
         ops.AddIndex(
+            model_name="Reminder",
+            index=Index(fields=["status", "due_at"]),
+        ),
+        ops.AddIndex(
             model_name="Ticket",
             index=Index(fields=["linked_ticket_id"]),
+        ),
+        ops.AddIndex(
+            model_name="Ticket",
+            index=Index(fields=["wiki_redirect", "created_at"]),
         ),
         ops.AddIndex(
             model_name="TimeEntry",
