@@ -57,12 +57,13 @@ SLOPE_TARGET_MB = 2.0  # per 10k messages, over the last half of the curve
 BATCH = 50
 KEY = "bench@127.0.0.1:143/INBOX"
 
-Sample = tuple[int, float, float]  # (messages, VmRSS MB, VmHWM MB)
+Sample = tuple[int, float, float, float]  # (messages, VmRSS MB, VmHWM MB, seconds)
+_STARTED = time.perf_counter()
 
 
 def sample(done: int) -> Sample:
     status = proc_status()
-    return (done, status["VmRSS"], status["VmHWM"])
+    return (done, status["VmRSS"], status["VmHWM"], time.perf_counter() - _STARTED)
 
 
 # --------------------------------------------------------------------------- children
@@ -176,7 +177,7 @@ def run_child(mode: str, count: int, every: int, *extra: str) -> tuple[list[Samp
 
 def slope_per_10k(curve: list[Sample]) -> float:
     """Least-squares slope of RSS over the last half of the curve, MB per 10k messages."""
-    points = [(n, rss) for n, rss, _ in curve if n > 0]
+    points = [(n, rss) for n, rss, _, _ in curve if n > 0]
     half = points[len(points) // 2 :] if len(points) >= 4 else points
     if len(half) < 2:
         return 0.0
@@ -194,10 +195,18 @@ def show(name: str, curve: list[Sample], elapsed: float, floor_peak: float | Non
         return
     last = curve[-1][0]
     print(f"\n== {name}: {last} messages in {elapsed:.0f} s ({last / elapsed:.0f} msg/s)")
-    print("   messages    RSS MB   peak MB")
-    for n, rss, hwm in curve:
-        print(f"   {n:8d}  {rss:8.1f}  {hwm:8.1f}")
-    peak = max(h for _, _, h in curve)
+    # The rate of each interval: a cost that grows with the database shows as a falling rate.
+    print("   messages    RSS MB   peak MB   msg/s in the interval")
+    previous: Sample | None = None
+    for n, rss, hwm, at in curve:
+        rate = (
+            f"{(n - previous[0]) / (at - previous[3]):8.0f}"
+            if previous is not None and at > previous[3]
+            else ""
+        )
+        print(f"   {n:8d}  {rss:8.1f}  {hwm:8.1f}  {rate}")
+        previous = (n, rss, hwm, at)
+    peak = max(h for _, _, h, _ in curve)
     slope = slope_per_10k(curve)
     ratio = f" = {peak / floor_peak:.1f} x floor" if floor_peak else ""
     print(f"   peak {peak:.0f} MB{ratio}; slope of the last half {slope:+.2f} MB per 10k messages")
@@ -232,7 +241,7 @@ def main(args: argparse.Namespace) -> None:
     if "floor" in series or "direct" in series:
         floor, floor_s = run_child("floor", args.messages, args.every)
         show("floor", floor, floor_s, None)
-        floor_peak = max((h for _, _, h in floor), default=0.0) or None
+        floor_peak = max((h for _, _, h, _ in floor), default=0.0) or None
     if "direct" in series:
         direct, direct_s = run_child("direct", args.messages, args.every)
         show("direct (Intake.accept in batches of 50, SQLite)", direct, direct_s, floor_peak)
