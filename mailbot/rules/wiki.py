@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,10 +59,18 @@ _WORD = re.compile(r"[a-z0-9]+")
 _SPECIAL = str.maketrans({"æ": "ae", "ø": "o", "đ": "d", "ł": "l", "ı": "i"})
 
 
+@lru_cache(maxsize=1)
+def _combining_marks() -> dict[int, None]:
+    """Every code point with a combining class, to drop with ``str.translate``."""
+    return {cp: None for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp))}
+
+
 def normalise(text: str) -> str:
     """Case-folded text without diacritics: ``"Lösenordet"`` → ``"losenordet"``."""
+    if text.isascii():
+        return text.lower()  # casefold() of ASCII; nothing to decompose
     folded = unicodedata.normalize("NFKD", text.casefold().translate(_SPECIAL))
-    return "".join(ch for ch in folded if not unicodedata.combining(ch))
+    return folded.translate(_combining_marks())
 
 
 def stem(word: str) -> str:

@@ -397,8 +397,9 @@ async def queue_outgoing(
         auto_generated=role != "agent",
         role=role,
     )
-    row = await OutboxRow.create(
-        using_db=conn,
+    return await insert_row(
+        conn if conn is not None else OutboxRow._meta.db,
+        OutboxRow,
         ticket_id=ticket_id,
         message_id=message_row,
         kind=kind,
@@ -408,7 +409,6 @@ async def queue_outgoing(
         created_at=now,
         mailbox=current_mailbox(),
     )
-    return row.id
 
 
 async def ensure_mailbox_state(conn: BaseDBAsyncClient, key: str, uidvalidity: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import unicodedata
 from typing import Any
 
 import pytest
@@ -62,6 +64,24 @@ RULES = make_rules()
 
 def titles(hits: tuple[Any, ...]) -> list[str]:
     return [hit.title for hit in hits]
+
+
+def _normalise_by_hand(text: str) -> str:
+    """The definition: NFKD of the case-folded text, every combining character dropped."""
+    special = str.maketrans({"æ": "ae", "ø": "o", "đ": "d", "ł": "l", "ı": "i"})
+    folded = unicodedata.normalize("NFKD", text.casefold().translate(special))
+    return "".join(ch for ch in folded if not unicodedata.combining(ch))
+
+
+def test_normalise_is_its_definition_on_any_text() -> None:
+    """The fast paths (ASCII; one translate for the combining marks) change no result."""
+    rng = random.Random(5)
+    pools = [(0, 0x250), (0x300, 0x370), (0, 0x3000), (0, 0x20000), (0x1E900, 0x1E960)]
+    for _ in range(5000):
+        text = "".join(chr(rng.randrange(*rng.choice(pools))) for _ in range(rng.randrange(0, 30)))
+        assert normalise(text) == _normalise_by_hand(text), ascii(text)
+    for text in ("", "Plain ASCII?", "ǅemal ÆØÅ İstanbul ß ﬁ", "Ｆｕｌｌ ｗｉｄｔｈ", "ा्"):
+        assert normalise(text) == _normalise_by_hand(text), text
 
 
 def test_normalise_and_words() -> None:
