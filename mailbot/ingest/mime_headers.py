@@ -19,6 +19,7 @@ from email.header import decode_header
 from email.headerregistry import Address as HeaderAddress
 from email.message import Message
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from mailbot.domain import Address
@@ -221,8 +222,24 @@ def _addresses(msg: Message, name: str, hints: tuple[str, ...]) -> tuple[Address
     return tuple(found.values())
 
 
+#: Header values up to this long are remembered (``_parse_address_value``): the same To and
+#: From values come back with every message, and the stdlib parser takes ~0.1 ms a value.
+_CACHED_ADDRESS_CHARS = 200
+
+
 def parse_addresses(value: str) -> list[Address]:
     """Strictly parse one address-list header value; invalid entries are skipped."""
+    if len(value) <= _CACHED_ADDRESS_CHARS:
+        return list(_parse_address_value(value))
+    return _parse_addresses(value)
+
+
+@lru_cache(maxsize=2048)
+def _parse_address_value(value: str) -> tuple[Address, ...]:
+    return tuple(_parse_addresses(value))
+
+
+def _parse_addresses(value: str) -> list[Address]:
     value = _reencode_words(_unfold(value))
     if not value or not _balanced(value):
         return []
