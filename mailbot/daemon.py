@@ -27,7 +27,7 @@ from mailbot.agents.secret_key import signer_for
 from mailbot.clock import Clock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.endpoints import Endpoint
-from mailbot.errors import ConfigError
+from mailbot.errors import ConfigError, PermanentError
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.mailbox.lease import LeaseState, MailboxLeaseKeeper, fetch_while_leased
@@ -93,6 +93,8 @@ class WatchedPoller(MailboxPoller):
         self.last_sync: datetime | None = None
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
+        #: Whether the last error is one a retry will not cure (login refused, no such folder).
+        self.last_error_permanent = False
         #: IMAP sessions opened; each after the first is a reconnect, told to on_reconnect.
         self.opened = 0
         self.on_reconnect: Callable[[], None] = lambda: None
@@ -101,8 +103,7 @@ class WatchedPoller(MailboxPoller):
         try:
             session = await super().open()
         except Exception as exc:  # refused login, unreachable server: shown, then raised
-            self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
-            self.on_synced()
+            self._failed(exc)
             raise
         self.opened += 1
         if self.opened > 1:
@@ -113,12 +114,25 @@ class WatchedPoller(MailboxPoller):
         try:
             handled = await super().sync(session)
         except Exception as exc:
-            self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
-            self.on_synced()
+            self._failed(exc)
             raise
         self.last_sync = _now()
         self.on_synced()
         return handled
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
+        self.last_error_permanent = isinstance(exc, PermanentError)
+        self.on_synced()
+
+    @property
+    def refused(self) -> str | None:
+        """The permanent error of the last attempt when no sync has succeeded since."""
+        if not self.last_error_permanent or self.last_error_at is None:
+            return None
+        if self.last_sync is not None and self.last_sync >= self.last_error_at:
+            return None
+        return self.last_error
 
 
 class Daemon:

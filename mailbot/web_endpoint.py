@@ -11,10 +11,13 @@ close``), the request head bounded (``MAX_REQUEST_BYTES``) and read within
 client cannot hold it. 404 for another path, 405 for another method than GET.
 
 ``/healthz`` answers 200 with ``"status": "ok"``, or 503 with ``"status": "unhealthy"`` and
-the ``problems`` when the database does not answer ``SELECT 1``, the daemon is stopping, or
-the last good IMAP sync (or the start, before the first one) is older than
-3 × max(MAILBOT_IDLE_SECONDS, MAILBOT_POLL_SECONDS) + 60 s. A daemon standing by while another
-holds the mailbox's lease does not fetch, and is healthy without syncs.
+the ``problems`` when the database does not answer ``SELECT 1``, the daemon is stopping, the
+IMAP server refused us for good at the last attempt (login refused, folder missing: a retry
+will not cure it, so it is reported at once) and no sync has succeeded since, or the last good
+IMAP sync (or the start, before the first one) is older than
+3 × max(MAILBOT_IDLE_SECONDS, MAILBOT_POLL_SECONDS) + 60 s (a network outage gets that long to
+heal). A daemon standing by while another holds the mailbox's lease does not fetch, and is
+healthy without syncs.
 """
 
 from __future__ import annotations
@@ -273,6 +276,9 @@ def _mailbox_health(
     limit = max_sync_age(daemon)
     # Standing by (another daemon holds the mailbox's lease) is healthy: it does not fetch.
     standby = daemon.standby
+    refused = daemon.poller.refused
+    if standby is None and refused is not None:
+        problems.append(f"IMAP refused: {refused}")
     if standby is None and age > limit:
         what = "the last IMAP sync was" if last_sync else "no IMAP sync yet, the start was"
         problems.append(f"{what} {age:.0f} s ago (limit {limit:.0f} s)")
@@ -286,6 +292,7 @@ def _mailbox_health(
         "last_imap_sync_age_seconds": round(age, 3) if last_sync else None,
         "max_imap_sync_age_seconds": limit,
         "last_imap_error": daemon.poller.last_error,
+        "last_imap_error_permanent": daemon.poller.last_error_permanent,
         "standby_for": (standby.holder or "another daemon") if standby is not None else None,
         "rules_version": daemon.policy.version,
     }

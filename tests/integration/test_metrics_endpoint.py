@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from mailbot.daemon import Daemon
 from mailbot.devservers.pymap_server import running_pymap
 from mailbot.devservers.smtp_sink import SmtpSink
 from mailbot.domain import TicketStatus
-from mailbot.errors import ConfigError
+from mailbot.errors import ConfigError, ImapPermanentError
 from mailbot.metrics import CONTENT_TYPE
 from mailbot.policy import load_policy
 from mailbot.settings import Settings, load_settings
@@ -358,6 +358,41 @@ async def test_health_follows_the_sync_the_stop_and_the_database(
             assert value(samples, "mailbot_database_up") == 0
             assert not [k for k in samples if k[0] == "mailbot_outbox_rows"]
             assert value(samples, "mailbot_messages_ingested_total", outcome="stored") == 0
+        finally:
+            await server.close()
+
+
+async def test_health_reports_a_refused_login_at_once(
+    tmp_path: Path, database: str, smtp_sink: SmtpSink
+) -> None:
+    """A refused login is not healed by waiting: /healthz says so at the first refusal, not
+    after the sync-age limit (here 3 × 600 s + 60 s), and is healthy again after a good sync."""
+    async with running_pymap("support", "pymap-secret") as imap:
+        settings = settings_for(
+            tmp_path,
+            database,
+            f"imap+plain://support@{imap.host}:{imap.port}/INBOX",
+            f"smtp+plain://{smtp_sink.host}:{smtp_sink.port}",
+            MAILBOT_IMAP_PASSWORD="a-rotated-password",
+        )
+        daemon = Daemon(settings, load_policy(settings.rules_path, settings.templates_dir))
+        server = await serving(daemon)
+        try:
+            with pytest.raises(ImapPermanentError):
+                await daemon.run_once()
+            refused = await get(server.port, "/healthz")
+            assert refused.status == 503, refused.body
+            report = refused.json()
+            assert len(report["problems"]) == 1
+            assert report["problems"][0].startswith("IMAP refused: ImapPermanentError: ")
+            assert report["last_imap_error_permanent"] is True
+            assert "a-rotated-password" not in refused.body.decode()
+
+            daemon.poller.endpoint = replace(daemon.poller.endpoint, password="pymap-secret")
+            await daemon.run_once()
+            healed = await get(server.port, "/healthz")
+            assert healed.status == 200, healed.body
+            assert healed.json()["problems"] == []
         finally:
             await server.close()
 
