@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--strict", action="store_true", help="exit 1 when there are warnings (exit 0 without)"
     )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to the IMAP and SMTP servers (OAuth tokens refreshed; nothing"
+        " fetched, flagged or sent) and read the database's schema state; exit 1 when one"
+        " of them fails",
+    )
     sub.add_parser(
         "schema", help="print the JSON Schema of rules.yaml (the shipped rules.schema.json)"
     )
@@ -298,7 +305,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return await commands.status(settings, as_json=args.json)
     if args.command == "check":
-        return await commands.check(settings, strict=args.strict)
+        return await commands.check(settings, strict=args.strict, connect=args.connect)
     if args.command == "simulate":
         try:
             at = datetime.fromisoformat(args.at) if args.at else None

@@ -17,7 +17,7 @@ from mailbot.agents.secret_key import peek_key, signer_for
 from mailbot.agents.tokens import TokenSigner
 from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
-from mailbot.errors import ConfigError, ParseError
+from mailbot.errors import ConfigError, MailbotError, ParseError
 from mailbot.ingest.correlate import ticket_ref
 from mailbot.ingest.pipeline import Analysis, Intake, analyse, answer_for, parse_off_loop
 from mailbot.ingest.sources import iter_raw
@@ -116,9 +116,10 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-async def check(settings: Settings, *, strict: bool = False) -> int:
+async def check(settings: Settings, *, strict: bool = False, connect: bool = False) -> int:
     """Validate everything; then print warnings (exit 1 on them with ``strict``). With
-    ``MAILBOT_MAILBOXES``: the file, then every mailbox as ``mailbot run`` would read it."""
+    ``MAILBOT_MAILBOXES``: the file, then every mailbox as ``mailbot run`` would read it.
+    ``connect``: also log in to the servers and read the database (:func:`_connections`)."""
     if settings.mailboxes_file is not None:
         from mailbot.daemon_group import mailbox_settings
 
@@ -128,14 +129,14 @@ async def check(settings: Settings, *, strict: bool = False) -> int:
         for entry, mailbox in found:
             _out(f"== mailbox {entry.name} ({entry.where})")
             try:
-                worst = max(worst, await _check_one(mailbox, strict=strict))
+                worst = max(worst, await _check_one(mailbox, strict=strict, connect=connect))
             except ConfigError as exc:
                 raise ConfigError(f"{entry.where}: mailbox {entry.name}: {exc}") from exc
         return worst
-    return await _check_one(settings, strict=strict)
+    return await _check_one(settings, strict=strict, connect=connect)
 
 
-async def _check_one(settings: Settings, *, strict: bool) -> int:
+async def _check_one(settings: Settings, *, strict: bool, connect: bool = False) -> int:
     from mailbot.rules.lint import lint_file
 
     policy = load_policy(settings.rules_path, settings.templates_dir)
@@ -155,7 +156,78 @@ async def _check_one(settings: Settings, *, strict: bool) -> int:
     warnings = lint_file(rules, settings.rules_path, settings.templates_dir)
     for line in warnings:
         _out(line)
+    failed = await _connections(settings) if connect else 0
+    if failed:
+        return 1
     return 1 if strict and warnings else 0
+
+
+#: How long ``check --connect`` waits for each server.
+CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+async def _connections(settings: Settings) -> int:
+    """``check --connect``: log in to IMAP (the folder selected, read only as far as the
+    server is concerned: nothing fetched or flagged) and SMTP (no mail sent), as the daemon
+    would (TLS as the URL says; an OAuth token refreshed), and read the database's schema
+    state without writing. One line per part; returns how many failed."""
+    import aiosmtplib
+    from tortoise.exceptions import BaseORMException
+
+    from mailbot.mailbox.imap import ImapSession
+    from mailbot.tickets.schema_migrate import behind_error, read_state
+
+    failed = 0
+    if settings.imap is not None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                session = await ImapSession.open(settings.imap)
+                try:
+                    folder = settings.imap.mailbox
+                    _out(f"imap:      login OK; {folder}: UIDVALIDITY {session.uidvalidity}")
+                finally:
+                    await session.close()
+        except (MailbotError, OSError, TimeoutError) as exc:  # reported; the exit status says so
+            failed += 1
+            _out(f"imap:      FAILED: {_failure(exc)}")
+    if settings.smtp is not None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                smtp = SmtpTransport(settings.smtp, timeout=CONNECT_TIMEOUT_SECONDS).client()
+                await smtp.connect()  # logs in once TLS is up
+                try:
+                    _out(f"smtp:      login OK ({settings.smtp.host}:{settings.smtp.port})")
+                finally:
+                    await smtp.quit()
+        except (aiosmtplib.SMTPException, MailbotError, OSError, TimeoutError) as exc:
+            failed += 1
+            _out(f"smtp:      FAILED: {_failure(exc)}")
+    url = settings.db_url
+    path = Path(url.removeprefix("sqlite://").split("?")[0])
+    if url.startswith("sqlite://") and not await asyncio.to_thread(path.exists):
+        _out("database:  not created yet (`mailbot run` or `mailbot migrate` creates it)")
+        return failed
+    try:
+        await open_database(url, create_schema=False)
+        try:
+            state = await read_state()
+        finally:
+            await close_database()
+    except (BaseORMException, MailbotError, OSError) as exc:
+        _out(f"database:  FAILED: {_failure(exc)}")
+        return failed + 1
+    refusal = behind_error(url, state)
+    if refusal is not None:
+        _out(f"database:  FAILED: {refusal}")
+        return failed + 1
+    _out(f"database:  OK (schema at {state.level})")
+    return failed
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def schema() -> int:
