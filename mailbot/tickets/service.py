@@ -230,8 +230,7 @@ async def _open_ticket(
     now: datetime,
     priority: int,
 ) -> Ticket:
-    return await Ticket.create(
-        using_db=conn,
+    values: dict[str, Any] = dict(
         status=TicketStatus.NEW,
         plan=decision.plan,
         customer=decision.customer[:_ADDRESS_MAX],
@@ -250,6 +249,10 @@ async def _open_ticket(
         howto=decision.howto,
         mailbox=current_mailbox(),
     )
+    # Inserted without the ORM's query building (it runs for every new request); the
+    # instance is the one Ticket.create would return.
+    ticket_id = await insert_row(conn, Ticket, **values)
+    return Ticket.construct(_saved_in_db=True, id=ticket_id, **values)
 
 
 async def _add_participant(
