@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from mailbot.domain import ClassificationResult, Severity
 from mailbot.rules.classify_schema import (
@@ -147,10 +148,30 @@ class _Message:
         )
 
 
+@lru_cache(maxsize=4096)
+def _by_anchor(needles: tuple[Needle, ...]) -> dict[str, tuple[int, ...]]:
+    """For one keyword list: a word each needle requires (its anchor: the longest, likely
+    the rarest) -> those needles' positions in the list. A needle whose anchor a text lacks
+    cannot match it, so most needles are never looked at."""
+    index: dict[str, list[int]] = {}
+    for position, needle in enumerate(needles):
+        if needle.required:  # none: it matches nothing (see _Words.contains)
+            anchor = max(sorted(needle.required), key=len)
+            index.setdefault(anchor, []).append(position)
+    return {word: tuple(positions) for word, positions in index.items()}
+
+
 def _keywords(
     msg: _Message, needles: tuple[Needle, ...], where: tuple[tuple[str, _Words], ...]
 ) -> str | None:
-    for needle in needles:
+    """The first needle (in the list's order) found in one of ``where``'s texts."""
+    index = _by_anchor(needles)
+    candidates: set[int] = set()
+    for _, found in where:
+        for word in index.keys() & found.token_set:
+            candidates.update(index[word])
+    for position in sorted(candidates):
+        needle = needles[position]
         if not msg.wants(needle):
             continue
         for place, found in where:

@@ -209,8 +209,14 @@ _TROUBLE: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-_COMPILED_HOWTO = {lang: [re.compile(p) for p in ps] for lang, ps in _HOWTO.items()}
-_COMPILED_TROUBLE = {lang: [re.compile(p) for p in ps] for lang, ps in _TROUBLE.items()}
+def _any_of(patterns: Sequence[str]) -> list[re.Pattern[str]]:
+    """One regular expression matching where any of ``patterns`` does (one pass over the
+    text instead of one per pattern); a list, so a language without patterns has none."""
+    return [re.compile("|".join(f"(?:{p})" for p in patterns))] if patterns else []
+
+
+_COMPILED_HOWTO = {lang: _any_of(ps) for lang, ps in _HOWTO.items()}
+_COMPILED_TROUBLE = {lang: _any_of(ps) for lang, ps in _TROUBLE.items()}
 _HOWTO_SCAN_CHARS = 1500
 
 
