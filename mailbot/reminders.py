@@ -44,7 +44,7 @@ from mailbot.tickets.models import (
     Ticket,
     TicketClock,
 )
-from mailbot.tickets.raw_sql import lock_or_skip
+from mailbot.tickets.raw_sql import insert_rows, lock_or_skip
 from mailbot.tickets.service import queue_outgoing
 
 log = logging.getLogger(__name__)
@@ -102,18 +102,17 @@ async def insert_reminders(
     conn: BaseDBAsyncClient, ticket_id: int, planned: Iterable[PlannedReminder]
 ) -> int:
     """Insert reminder rows as they are (the caller knows none of them exists yet)."""
-    rows = [
-        Reminder(
-            ticket_id=ticket_id,
-            clock=p.clock,
-            kind=p.kind,
-            due_at=p.due_at,
-            recipient=p.recipient,
-        )
+    rows: list[dict[str, object]] = [
+        {
+            "ticket_id": ticket_id,
+            "clock": p.clock,
+            "kind": p.kind,
+            "due_at": p.due_at,
+            "recipient": p.recipient,
+        }
         for p in planned
     ]
-    if rows:
-        await Reminder.bulk_create(rows, using_db=conn)
+    await insert_rows(conn, Reminder, rows)
     return len(rows)
 
 

@@ -209,6 +209,7 @@ _TROUBLE: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+
 def _any_of(patterns: Sequence[str]) -> list[re.Pattern[str]]:
     """One regular expression matching where any of ``patterns`` does (one pass over the
     text instead of one per pattern); a list, so a language without patterns has none."""

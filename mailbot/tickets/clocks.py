@@ -19,6 +19,7 @@ from mailbot.rules.schema import Rules
 from mailbot.sla.clocks import ClockState, EventKind
 from mailbot.sla.plan import SlaStatus, TicketEvent, sla_status
 from mailbot.tickets.models import ClockEventRow, Ticket, TicketClock
+from mailbot.tickets.raw_sql import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,13 @@ async def store_sla(
 ) -> None:
     """Write ``status``; ``new``: the ticket was just created, so nothing exists to replace."""
     if new:
-        await TicketClock.bulk_create(
+        await insert_rows(
+            conn,
+            TicketClock,
             [
-                TicketClock(ticket_id=ticket_id, name=state.name, **_clock_fields(state))
+                {"ticket_id": ticket_id, "name": state.name, **_clock_fields(state)}
                 for state in status.clocks
             ],
-            using_db=conn,
         )
         await insert_reminders(conn, ticket_id, status.reminders)
         return

@@ -68,10 +68,8 @@ def _insert_statement(conn: BaseDBAsyncClient, model: type[Model]) -> tuple[tupl
     return cached
 
 
-async def insert_row(conn: BaseDBAsyncClient, model: type[Model], **values: Any) -> int:
-    """``model.create(**values)`` without building a model instance: the same columns and
-    field defaults, values bound as the ORM binds them; returns the new row's id."""
-    names, sql = _insert_statement(conn, model)
+def _params(model: type[Model], names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    """One row's values in ``names``' order, defaults filled in, bound as the ORM binds."""
     unknown = set(values) - set(names)
     if unknown:
         raise TypeError(f"{model.__name__} has no column(s) {', '.join(sorted(unknown))}")
@@ -84,6 +82,27 @@ async def insert_row(conn: BaseDBAsyncClient, model: type[Model], **values: Any)
         else:
             value = field.default() if callable(field.default) else field.default
         params.append(field.to_db_value(value, model))
+    return params
+
+
+async def insert_rows(
+    conn: BaseDBAsyncClient, model: type[Model], rows: list[dict[str, Any]]
+) -> None:
+    """``model.bulk_create`` of ``rows`` (column -> value) in one statement run for every
+    row (``executemany``), without building model instances; no ids come back."""
+    if not rows:
+        return
+    names, sql = _insert_statement(conn, model)
+    if conn.capabilities.dialect != "sqlite":
+        sql = sql.rpartition(" RETURNING ")[0]
+    await conn.execute_many(sql, [_params(model, names, row) for row in rows])
+
+
+async def insert_row(conn: BaseDBAsyncClient, model: type[Model], **values: Any) -> int:
+    """``model.create(**values)`` without building a model instance: the same columns and
+    field defaults, values bound as the ORM binds them; returns the new row's id."""
+    names, sql = _insert_statement(conn, model)
+    params = _params(model, names, values)
     if conn.capabilities.dialect == "sqlite":
         return int(await conn.execute_insert(sql, params))
     row = await conn.execute_insert(sql, params)  # PostgreSQL: the RETURNING row

@@ -13,6 +13,7 @@ from tortoise.transactions import in_transaction
 from mailbot.domain import TicketStatus
 from mailbot.rules.loader import load_rules
 from mailbot.rules.schema import AutoReplyLimits, Rules, Window
+from mailbot.sla.clocks import ClockStatus
 from mailbot.tickets.assignment import _take_turn
 from mailbot.tickets.limits import AUTOMATIC_KINDS, auto_reply_refusal, suppress
 from mailbot.tickets.models import (
@@ -22,8 +23,9 @@ from mailbot.tickets.models import (
     OutboxRow,
     Participant,
     Ticket,
+    TicketClock,
 )
-from mailbot.tickets.raw_sql import insert_row
+from mailbot.tickets.raw_sql import insert_row, insert_rows
 from mailbot.tickets.service import _add_participant, thread_facts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,31 @@ async def test_insert_row_stores_what_create_stores(database: str) -> None:
     with pytest.raises(TypeError, match="no column"):
         async with in_transaction() as conn:
             await insert_row(conn, Message, nonsense=1)
+
+
+async def test_insert_rows_writes_what_bulk_create_writes(database: str) -> None:
+    ticket = await _ticket()
+    rows: list[dict[str, object]] = [
+        {"ticket_id": ticket.id, "name": name, "status": ClockStatus.RUNNING,
+         "started_at": NOW, "due_at": NOW + timedelta(hours=hours)}
+        for name, hours in (("first_response", 4), ("resolution", 40))
+    ]  # fmt: skip
+    await TicketClock.bulk_create([TicketClock(**row) for row in rows])
+    async with in_transaction() as conn:
+        await insert_rows(
+            conn, TicketClock, [{**row, "ticket_id": (await _ticket()).id} for row in rows]
+        )
+        await insert_rows(conn, TicketClock, [])  # nothing to do
+    written = await TicketClock.all().order_by("id").values()
+    assert len(written) == 4
+    strip = ("id", "ticket_id")
+    by_orm = [{k: v for k, v in row.items() if k not in strip} for row in written[:2]]
+    by_hand = [{k: v for k, v in row.items() if k not in strip} for row in written[2:]]
+    assert by_hand == by_orm
+    assert by_hand[0]["breached_at"] is None and by_hand[1]["status"] is ClockStatus.RUNNING
+    with pytest.raises(TypeError, match="no column"):
+        async with in_transaction() as conn:
+            await insert_rows(conn, TicketClock, [{"nonsense": 1}])
 
 
 async def test_refusal_counts_only_automatic_answers_in_the_window(
