@@ -27,7 +27,7 @@ from mailbot.agents.secret_key import signer_for
 from mailbot.clock import Clock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.endpoints import Endpoint
-from mailbot.errors import ConfigError, PermanentError
+from mailbot.errors import ConfigError, ImapPermanentError, OAuthGrantError
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.mailbox.lease import LeaseState, MailboxLeaseKeeper, fetch_while_leased
@@ -122,7 +122,8 @@ class WatchedPoller(MailboxPoller):
 
     def _failed(self, exc: Exception) -> None:
         self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", _now()
-        self.last_error_permanent = isinstance(exc, PermanentError)
+        # The server (or the account's token grant) refused us: waiting will not cure it.
+        self.last_error_permanent = isinstance(exc, (ImapPermanentError, OAuthGrantError))
         self.on_synced()
 
     @property
