@@ -49,6 +49,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from tortoise import connections
 from tortoise.exceptions import BaseORMException
 from tortoise.expressions import Q
 from tortoise.functions import Count, Min
@@ -70,6 +71,7 @@ from mailbot.tickets.models import (
     Ticket,
     TicketClock,
 )
+from mailbot.tickets.raw_sql import db_value, dialect_sql, table
 from mailbot.tickets.service import Origin
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,28 @@ def _breached_clock(now: datetime, prefix: str = "") -> Q:
     return Q(**breached) | Q(**stamped) | Q(**overdue)
 
 
+async def _breached_clocks_by_name(now: datetime) -> list[dict[str, Any]]:
+    """Breached clocks of open tickets, counted per clock name: from the open tickets (an
+    index) to their clocks, not through every clock of every ticket ever closed. Written
+    out: the ORM joins from the clocks' side."""
+    conn = connections.get("default")
+    statuses = [status.value for status in OPEN_STATUSES]
+    sql = (
+        f"SELECT c.name AS name, COUNT(*) AS n FROM {table(Ticket)} AS t "
+        f"JOIN {table(TicketClock)} AS c ON c.ticket_id = t.id "
+        f"WHERE t.status IN ({', '.join('?' for _ in statuses)}) "
+        "AND (c.status = ? OR c.breached_at IS NOT NULL OR (c.status = ? AND c.due_at < ?)) "
+        "GROUP BY c.name"
+    )
+    values = [
+        *statuses,
+        ClockStatus.BREACHED.value,
+        ClockStatus.RUNNING.value,
+        db_value(TicketClock, "due_at", now),
+    ]
+    return list(await conn.execute_query_dict(dialect_sql(conn, sql), values))
+
+
 def _counts(rows: Iterable[Mapping[str, object]], key: str, names: Iterable[str]) -> dict[str, int]:
     """``{name: n}`` for every name (0 when absent) from GROUP BY rows ``{key, n}``."""
     result = dict.fromkeys(names, 0)
@@ -141,12 +165,7 @@ async def database_figures(now: datetime) -> DatabaseFigures:
         .distinct()
         .count()
     )
-    clock_rows = (
-        await TicketClock.filter(_breached_clock(now), ticket__status__in=OPEN_STATUSES)
-        .annotate(n=Count("id"))
-        .group_by("name")
-        .values("name", "n")
-    )
+    clock_rows = await _breached_clocks_by_name(now)
     quarantined = await Message.filter(
         direction=Direction.IN, state=MessageState.QUARANTINED
     ).count()

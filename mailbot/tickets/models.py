@@ -96,8 +96,9 @@ class Ticket(Model):
     class Meta:
         table = "ticket"
         #: Foreign keys are indexed (SQLite and PostgreSQL index none by themselves); the wiki
-        #: follow-up sweep reads pending redirects only.
-        indexes = (("linked_ticket_id",), ("wiki_redirect", "created_at"))
+        #: follow-up sweep reads pending redirects only; open tickets (queues, metrics) are
+        #: found without reading every ticket ever closed.
+        indexes = (("linked_ticket_id",), ("wiki_redirect", "created_at"), ("status",))
 
 
 class Participant(Model):
@@ -152,8 +153,9 @@ class Message(Model):
 
     class Meta:
         table = "message"
-        #: A ticket's messages (threading answers, views) without scanning all mail.
-        indexes = (("ticket_id",),)
+        #: A ticket's messages (threading answers, views) and the quarantine without
+        #: scanning all mail.
+        indexes = (("ticket_id",), ("state",))
         unique_together = (("mailbox", "uidvalidity", "uid"),)
 
 

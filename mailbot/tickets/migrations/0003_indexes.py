@@ -21,6 +21,10 @@ class Migration(migrations.Migration):
             index=Index(fields=["ticket_id"]),
         ),
         ops.AddIndex(
+            model_name="Message",
+            index=Index(fields=["state"]),
+        ),
+        ops.AddIndex(
             model_name="OutboxRow",
             index=Index(fields=["kind", "created_at"]),
         ),
@@ -47,6 +51,10 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name="Ticket",
             index=Index(fields=["wiki_redirect", "created_at"]),
+        ),
+        ops.AddIndex(
+            model_name="Ticket",
+            index=Index(fields=["status"]),
         ),
         ops.AddIndex(
             model_name="TimeEntry",
