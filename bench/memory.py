@@ -201,7 +201,7 @@ def show(name: str, curve: list[Sample], elapsed: float, floor_peak: float | Non
     for n, rss, hwm, at in curve:
         rate = (
             f"{(n - previous[0]) / (at - previous[3]):8.0f}"
-            if previous is not None and at > previous[3]
+            if previous is not None and at > previous[3] and n > previous[0]
             else ""
         )
         print(f"   {n:8d}  {rss:8.1f}  {hwm:8.1f}  {rate}")
