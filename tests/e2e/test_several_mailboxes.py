@@ -189,11 +189,14 @@ async def test_a_broken_mailbox_does_not_stall_the_others(
 
             assert group.web is not None
             status, body = await _get(group.web.port, "/healthz")
-            # Within the sync-age limit a failing login is reported, not yet "unhealthy".
-            assert status == 200, body
+            # A refused login is unhealthy at once (waiting will not cure it), and named.
+            assert status == 503, body
             assert set(body["mailboxes"]) == {"shop", "agency"}
             assert body["mailboxes"]["shop"]["last_imap_error"] is None
+            assert body["mailboxes"]["shop"]["problems"] == []
             assert "refused" in body["mailboxes"]["agency"]["last_imap_error"]
+            assert [p.split(":")[0] for p in body["problems"]] == ["agency"]
+            assert body["problems"][0].startswith("agency: IMAP refused: ")
             # systemd hears READY once every mailbox has tried, naming the failing one: a
             # broken mailbox does not keep the daemon from starting.
             ready = ""
