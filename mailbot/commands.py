@@ -24,7 +24,12 @@ from mailbot.ingest.sources import iter_raw
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
 from mailbot.policy import Policy, load_policy
 from mailbot.settings import Settings
-from mailbot.tickets.database import close_database, open_database, redact
+from mailbot.tickets.database import (
+    close_database,
+    open_database,
+    redact,
+    sqlite_file_missing,
+)
 from mailbot.tickets.models import Message, MessageState, Ticket
 from mailbot.tickets.queries import list_quarantine, list_tickets
 from mailbot.tickets.service import Origin
@@ -96,8 +101,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
         report = await part(status_path(settings.state_dir), settings)
     report.update(database=None, database_error=None)
     url = settings.db_url
-    sqlite_file = Path(url.removeprefix("sqlite://").split("?")[0])
-    if url.startswith("sqlite://") and not await asyncio.to_thread(sqlite_file.exists):
+    if await sqlite_file_missing(url):
         report["database_error"] = f"no database yet ({redact(url)})"
     else:
         try:
@@ -157,9 +161,7 @@ async def _check_one(settings: Settings, *, strict: bool, connect: bool = False)
     for line in warnings:
         _out(line)
     failed = await _connections(settings) if connect else 0
-    if failed:
-        return 1
-    return 1 if strict and warnings else 0
+    return 1 if failed or (strict and warnings) else 0
 
 
 #: How long ``check --connect`` waits for each server.
@@ -203,8 +205,7 @@ async def _connections(settings: Settings) -> int:
             failed += 1
             _out(f"smtp:      FAILED: {_failure(exc)}")
     url = settings.db_url
-    path = Path(url.removeprefix("sqlite://").split("?")[0])
-    if url.startswith("sqlite://") and not await asyncio.to_thread(path.exists):
+    if await sqlite_file_missing(url):
         _out("database:  not created yet (`mailbot run` or `mailbot migrate` creates it)")
         return failed
     try:
@@ -244,11 +245,9 @@ async def _open_for_reading(settings: Settings) -> None:
     Nothing is created or written: the schema is not touched and ``analyse`` only SELECTs.
     """
     url = settings.db_url
-    if url.startswith("sqlite://"):
-        path = Path(url.removeprefix("sqlite://").split("?")[0])
-        if not await asyncio.to_thread(path.exists):
-            await open_database("sqlite://:memory:")
-            return
+    if await sqlite_file_missing(url):
+        await open_database("sqlite://:memory:")
+        return
     await open_database(url, create_schema=False)
 
 

@@ -51,7 +51,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from tortoise import connections
 from tortoise.exceptions import BaseORMException
-from tortoise.expressions import Q
 from tortoise.functions import Count, Min
 
 from mailbot.agents.tokens import TokenSigner
@@ -100,27 +99,18 @@ class DatabaseFigures:
     quarantined: int = 0
 
 
-def _breached_clock(now: datetime, prefix: str = "") -> Q:
-    """A clock breached as of ``now`` (``ClockSummary.breached``); ``prefix`` reaches the
-    clock through a relation (``clocks__``)."""
-    breached: dict[str, Any] = {f"{prefix}status": ClockStatus.BREACHED}
-    stamped: dict[str, Any] = {f"{prefix}breached_at__isnull": False}
-    overdue: dict[str, Any] = {f"{prefix}status": ClockStatus.RUNNING, f"{prefix}due_at__lt": now}
-    return Q(**breached) | Q(**stamped) | Q(**overdue)
-
-
-async def _breached_clocks_by_name(now: datetime) -> list[dict[str, Any]]:
-    """Breached clocks of open tickets, counted per clock name: from the open tickets (an
-    index) to their clocks, not through every clock of every ticket ever closed. Written
-    out: the ORM joins from the clocks' side."""
+async def _breached(now: datetime) -> tuple[int, list[dict[str, Any]]]:
+    """Open tickets with a breached clock, and breached clocks of open tickets per clock
+    name. Breached as ``ClockSummary.breached`` says: status breached, a breach stamped, or
+    running past its due time. Read from the open tickets (an index) to their clocks, not
+    through every clock of every ticket ever closed; written out, as the ORM joins from the
+    clocks' side."""
     conn = connections.get("default")
     statuses = [status.value for status in OPEN_STATUSES]
-    sql = (
-        f"SELECT c.name AS name, COUNT(*) AS n FROM {table(Ticket)} AS t "
-        f"JOIN {table(TicketClock)} AS c ON c.ticket_id = t.id "
+    where = (
+        f"FROM {table(Ticket)} AS t JOIN {table(TicketClock)} AS c ON c.ticket_id = t.id "
         f"WHERE t.status IN ({', '.join('?' for _ in statuses)}) "
-        "AND (c.status = ? OR c.breached_at IS NOT NULL OR (c.status = ? AND c.due_at < ?)) "
-        "GROUP BY c.name"
+        "AND (c.status = ? OR c.breached_at IS NOT NULL OR (c.status = ? AND c.due_at < ?))"
     )
     values = [
         *statuses,
@@ -128,7 +118,13 @@ async def _breached_clocks_by_name(now: datetime) -> list[dict[str, Any]]:
         ClockStatus.RUNNING.value,
         db_value(TicketClock, "due_at", now),
     ]
-    return list(await conn.execute_query_dict(dialect_sql(conn, sql), values))
+    tickets = await conn.execute_query_dict(
+        dialect_sql(conn, f"SELECT COUNT(DISTINCT t.id) AS n {where}"), values
+    )
+    clocks = await conn.execute_query_dict(
+        dialect_sql(conn, f"SELECT c.name AS name, COUNT(*) AS n {where} GROUP BY c.name"), values
+    )
+    return int(tickets[0]["n"]), list(clocks)
 
 
 def _counts(rows: Iterable[Mapping[str, object]], key: str, names: Iterable[str]) -> dict[str, int]:
@@ -160,12 +156,7 @@ async def database_figures(now: datetime) -> DatabaseFigures:
         .group_by("status")
         .values("status", "n")
     )
-    breached_tickets = (
-        await Ticket.filter(_breached_clock(now, "clocks__"), status__in=OPEN_STATUSES)
-        .distinct()
-        .count()
-    )
-    clock_rows = await _breached_clocks_by_name(now)
+    breached_tickets, clock_rows = await _breached(now)
     quarantined = await Message.filter(
         direction=Direction.IN, state=MessageState.QUARANTINED
     ).count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,6 +23,15 @@ _SQLITE_DEFAULTS = {"journal_mode": "WAL", "synchronous": "FULL", "busy_timeout"
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite://{path.resolve()}"
+
+
+async def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet (False for PostgreSQL):
+    the read-only commands must not create it by opening it."""
+    if not url.startswith("sqlite://"):
+        return False
+    path = Path(url.removeprefix("sqlite://").split("?")[0])
+    return not await asyncio.to_thread(path.exists)
 
 
 def normalise_db_url(url: str) -> str:
