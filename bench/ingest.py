@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import email
 import logging
-import random
 import resource
 import statistics
 import sys
@@ -45,12 +44,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from email import policy as email_policy
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailbot.clock import SystemClock
+from common import iter_messages
+
 from mailbot.daemon import Daemon
 from mailbot.devservers.pymap_server import running_pymap
 from mailbot.devservers.smtp_sink import running_smtp_sink
@@ -64,53 +62,11 @@ from mailbot.tickets.database import close_database, open_database
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "bench", "bench-password"
 
-SUBJECTS = [
-    ("en", "Checkout fails with error 502", "Since this morning customers cannot pay. "),
-    ("en", "Products missing from category page", "Several products vanished after the import. "),
-    ("sv", "Kassan visar fel vid betalning", "Sedan i morse kan kunderna inte betala i kassan. "),
-    ("sv", "Frakten räknas fel", "Fraktkostnaden blir dubbel för beställningar till Norge. "),
-    ("it", "Errore durante l'importazione", "L'importazione dei prodotti si blocca al 50%. "),
-    ("it", "Il pagamento non funziona", "I clienti non riescono a completare il pagamento. "),
-]
-
 
 def generate(count: int, seed: int = 7) -> list[bytes]:
-    """New requests (60 %), threaded replies with quotes (30 %), HTML-only (10 %), attachments."""
-    rng = random.Random(seed)
-    sent: list[tuple[str, str, str]] = []  # (message-id, sender, subject)
-    out: list[bytes] = []
-    for index in range(count):
-        msg = EmailMessage(policy=email_policy.SMTP)
-        roll = rng.random()
-        msg_id = make_msgid(domain="bench.example")
-        if roll < 0.3 and sent:
-            parent_id, sender, subject = rng.choice(sent)
-            msg["In-Reply-To"] = parent_id
-            msg["References"] = parent_id
-            msg["Subject"] = "Re: " + subject
-            body = "Any news on this? It is still broken.\n\n" + "> earlier text\n" * 20
-        else:
-            _, subject, text = rng.choice(SUBJECTS)
-            sender = f"customer{index}@shop{index % 50}.example"
-            body = text * rng.randint(3, 30) + "\n\nBest regards\nA customer\n"
-            msg["Subject"] = subject
-            sent.append((msg_id, sender, subject))
-        msg["From"] = f"Customer {index} <{sender}>"
-        msg["To"] = "support@example.com"
-        msg["Date"] = format_datetime(SystemClock().now())
-        msg["Message-ID"] = msg_id
-        if roll > 0.9:
-            msg.set_content(
-                f"<html><body><p>{body}</p><ul><li>one</li></ul></body></html>", subtype="html"
-            )
-        else:
-            msg.set_content(body)
-        if 0.8 < roll <= 0.9:
-            msg.add_attachment(
-                rng.randbytes(20_000), maintype="image", subtype="png", filename="screen.png"
-            )
-        out.append(msg.as_bytes())
-    return out
+    """``count`` messages of ``bench/common.py``'s mix (new requests in en/sv/it, threaded
+    replies with quotes, HTML-only, attachments), senders ``customerN@shopM.example``."""
+    return list(iter_messages(count, seed=seed, tag="customer"))
 
 
 async def floor(endpoint: Any, batch: int) -> float:
