@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base import executor
+from tortoise.backends.base.config_generator import expand_db_url
 
 from mailbot.errors import ConfigError
 
@@ -58,6 +60,22 @@ def forget_compiled_queries() -> None:
     executor.EXECUTOR_CACHE.clear()
 
 
+#: The engine SQLite databases are opened with (mailbot.tickets.sqlite_inline).
+SQLITE_ENGINE = "mailbot.tickets.sqlite_inline"
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    """tortoise-orm's configuration for ``url``: SQLite through mailbot's inline engine,
+    PostgreSQL through asyncpg."""
+    connection = expand_db_url(normalise_db_url(url))
+    if connection["engine"] == "tortoise.backends.sqlite":
+        connection["engine"] = SQLITE_ENGINE
+    return {
+        "connections": {"default": connection},
+        "apps": {"models": {"models": MODELS, "default_connection": "default"}},
+    }
+
+
 async def open_database(url: str, *, create_schema: bool = True) -> None:
     """Connect; with ``create_schema`` (the default) an empty database is created by running
     the migrations (``mailbot.tickets.schema_migrate``, under a lock so that daemons starting
@@ -72,7 +90,7 @@ async def open_database(url: str, *, create_schema: bool = True) -> None:
     from mailbot.tickets.schema_migrate import prepare_schema  # it imports this module
 
     forget_compiled_queries()
-    await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
+    await Tortoise.init(config=tortoise_config(url))
     if create_schema:
         try:
             await prepare_schema(url)
