@@ -47,6 +47,8 @@ from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, however run
+
 from common import iter_messages
 
 from mailbot.daemon import Daemon
