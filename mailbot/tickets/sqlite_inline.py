@@ -60,8 +60,10 @@ class InlineConnection(aiosqlite.Connection):
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         conn = self._connection
-        if conn is None or not self._running or fn in (conn.commit, conn.rollback, conn.close):
-            # aiosqlite's commit() and rollback() end the transaction (COMMIT syncs to disk).
+        threaded = (conn.commit, conn.rollback, conn.close, conn.executescript) if conn else ()
+        if conn is None or not self._running or fn in threaded:
+            # commit() and rollback() end the transaction (COMMIT syncs to disk), and
+            # executescript() commits first: DDL and migrations, not the hot path.
             return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
         sql = args[0] if args and isinstance(args[0], str) else None
         in_transaction, changes = conn.in_transaction, conn.total_changes
