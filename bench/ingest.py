@@ -171,19 +171,14 @@ async def imap_server(kind: str) -> AsyncIterator[tuple[str, str, int]]:
 
 
 async def empty_postgres(url: str) -> None:
-    """Drop every table of the throw-away PostgreSQL database ``url``."""
-    from tortoise import Tortoise, connections
+    """Drop every table of the throw-away PostgreSQL database ``url`` (tests/db.py's)."""
+    sys.path.insert(0, str(REPO))
+    from tests.db import empty_postgres as drop_tables
 
-    from mailbot.tickets.database import MODELS, forget_compiled_queries, normalise_db_url
-
-    forget_compiled_queries()
-    await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     try:
-        await connections.get("default").execute_script(
-            "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
-        )
+        await drop_tables(url)
     finally:
-        await Tortoise.close_connections()
+        await close_database()
 
 
 #: (module, function) timed by ``--phases``; each is replaced where mailbot's modules hold it.

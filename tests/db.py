@@ -11,23 +11,28 @@ import pytest
 from tortoise import Tortoise, connections
 
 from mailbot.tickets.database import (
-    MODELS,
     close_database,
     forget_compiled_queries,
-    normalise_db_url,
     open_database,
     sqlite_url,
+    tortoise_config,
 )
 from mailbot.tickets.schema_migrate import prepare_schema
 
 POSTGRES_ENV = "MAILBOT_TEST_DB_URL"
 
 
-async def _fresh_postgres(url: str) -> None:
+async def empty_postgres(url: str) -> None:
+    """Connect to the throw-away PostgreSQL database ``url`` and drop every table in it
+    (the connection stays open: close it with ``close_database``)."""
     forget_compiled_queries()  # earlier tests in this process may have used SQLite
-    await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
+    await Tortoise.init(config=tortoise_config(url))
     conn = connections.get("default")
     await conn.execute_script("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+
+
+async def _fresh_postgres(url: str) -> None:
+    await empty_postgres(url)
     await prepare_schema(url)  # as open_database creates an empty database
 
 

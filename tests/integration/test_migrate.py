@@ -24,10 +24,7 @@ from mailbot.daemon import require_schema
 from mailbot.errors import ConfigError
 from mailbot.tickets import schema_migrate
 from mailbot.tickets.database import (
-    MODELS,
     close_database,
-    forget_compiled_queries,
-    normalise_db_url,
     open_database,
     sqlite_url,
 )
@@ -41,7 +38,7 @@ from mailbot.tickets.schema_migrate import (
     read_state,
     sqlite_statements,
 )
-from tests.db import POSTGRES_ENV
+from tests.db import POSTGRES_ENV, empty_postgres
 
 PG_URL = os.environ.get(POSTGRES_ENV)
 
@@ -61,12 +58,8 @@ async def empty_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def _empty_postgres(url: str) -> None:
-    forget_compiled_queries()
-    await Tortoise.init(db_url=normalise_db_url(url), modules={"models": MODELS})
     try:
-        await connections.get("default").execute_script(
-            "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
-        )
+        await empty_postgres(url)
     finally:
         await close_database()
 
