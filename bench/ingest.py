@@ -248,7 +248,12 @@ def time_phases() -> tuple[dict[str, float], dict[str, int]]:
 
 
 async def main(
-    count: int, latency_count: int, server: str, db: str | None, phases: bool = False
+    count: int,
+    latency_count: int,
+    server: str,
+    db: str | None,
+    phases: bool = False,
+    parse_workers: str = "auto",
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
     raws = generate(count)
@@ -261,6 +266,7 @@ async def main(
                 "MAILBOT_IMAP_PASSWORD": PASSWORD,
                 "MAILBOT_TEMPLATES": str(REPO / "templates"),
                 "MAILBOT_IDLE_SECONDS": "600",
+                "MAILBOT_PARSE_WORKERS": parse_workers,
             },
             imap_url=imap_url,
             smtp_url=f"smtp+plain://{sink.host}:{sink.port}",
@@ -279,6 +285,8 @@ async def main(
         await open_database(settings.db_url)
         try:
             daemon = Daemon(settings, policy)
+            if daemon.poller.parsers is not None:
+                await daemon.poller.parsers.start()  # as `mailbot run` does before READY
             spent, calls = time_phases() if phases else ({}, {})
             start = time.perf_counter()
             cpu_start = time.thread_time()
@@ -297,6 +305,7 @@ async def main(
     ingest_rate = count / ingest_s
     print(f"IMAP server:         {kind}")
     print(f"database:            {'PostgreSQL' if db else 'SQLite (WAL, synchronous=FULL)'}")
+    print(f"parse workers:       {settings.parse_workers} (MAILBOT_PARSE_WORKERS={parse_workers})")
     print(f"messages:            {count} ({', '.join(f'{k.value} {v}' for k, v in stats.items())})")
     print(f"APPEND rate:         {append_rate:8.1f} msg/s (setup, not a figure)")
     print(f"floor (fetch+parse): {floor_rate:8.1f} msg/s")
@@ -332,6 +341,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--phases", action="store_true", help="print where the ingest's wall time goes"
     )
+    parser.add_argument(
+        "--parse-workers",
+        default="auto",
+        help="MAILBOT_PARSE_WORKERS for the run (default auto: 1 with two cores or more)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.latency, args.server, args.db, args.phases))
+    asyncio.run(main(args.n, args.latency, args.server, args.db, args.phases, args.parse_workers))
     sys.exit(0)

@@ -28,6 +28,7 @@ from mailbot.clock import Clock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.endpoints import Endpoint
 from mailbot.errors import ConfigError, ImapPermanentError, OAuthGrantError
+from mailbot.ingest.parse_workers import close_shared_workers, shared_workers
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.mailbox.lease import LeaseState, MailboxLeaseKeeper, fetch_while_leased
@@ -88,7 +89,14 @@ class WatchedPoller(MailboxPoller):
         on_stored: Callable[[], None],
         on_synced: Callable[[], None],
     ) -> None:
-        super().__init__(endpoint, intake, settings, clock, on_stored=on_stored)
+        super().__init__(
+            endpoint,
+            intake,
+            settings,
+            clock,
+            on_stored=on_stored,
+            parsers=shared_workers(settings.parse_workers) if settings.parse_workers else None,
+        )
         self.on_synced = on_synced
         self.last_sync: datetime | None = None
         self.last_error: str | None = None
@@ -585,6 +593,9 @@ class Daemon:
         self._write_status()
         try:
             async with asyncio.TaskGroup() as group:
+                if self.poller.parsers is not None:
+                    # Booted now, beside the first sync, not when the first batch needs it.
+                    group.create_task(self.poller.parsers.start())
                 group.create_task(
                     fetch_while_leased(self.lease, self._fetch, self.stop, on_standby=self._standby)
                 )
@@ -648,6 +659,7 @@ async def run_daemon(settings: Settings, *, once: bool) -> RunReport | None:
         await daemon.run()
         return None
     finally:
+        await close_shared_workers()
         await close_database()
 
 
@@ -664,4 +676,5 @@ async def _run_group(settings: Settings, *, once: bool) -> RunReport | None:
         await group.run()
         return None
     finally:
+        await close_shared_workers()
         await close_database()

@@ -56,6 +56,7 @@ from tortoise.functions import Count, Min
 from mailbot.agents.tokens import TokenSigner
 from mailbot.clock import Clock
 from mailbot.domain import Disposition, TicketStatus
+from mailbot.ingest.parse_workers import Parsed
 from mailbot.ingest.pipeline import Intake, Outcome
 from mailbot.policy import Policy
 from mailbot.sla.clocks import ClockStatus
@@ -322,8 +323,8 @@ class MeteredIntake(Intake):
         super().__init__(policy, clock, signer=signer)
         self.metrics = metrics
 
-    async def accept(self, raw: bytes, origin: Origin) -> Outcome:
+    async def accept(self, raw: bytes, origin: Origin, parsed: Parsed | None = None) -> Outcome:
         started = time.perf_counter()
-        outcome = await super().accept(raw, origin)
+        outcome = await super().accept(raw, origin, parsed)
         self.metrics.observe_ingest(time.perf_counter() - started)
         return outcome

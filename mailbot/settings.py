@@ -75,6 +75,10 @@ class Settings:
     #: MAILBOT_MAILBOXES: several mailboxes in this daemon (mailbot.mailboxes); None: one,
     #: from MAILBOT_IMAP_URL and the rest.
     mailboxes_file: Path | None = None
+    #: MAILBOT_PARSE_WORKERS: processes that parse fetched batches ahead of intake
+    #: (mailbot.ingest.parse_workers); 0: parse in the daemon. Default: 1 with two or more
+    #: usable cores, else 0.
+    parse_workers: int = 0
 
     def require_servers(self) -> tuple[Endpoint, Endpoint]:
         if self.imap is None or self.smtp is None:
@@ -109,6 +113,21 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name}={text!r}: must be positive")
     return value
+
+
+def _parse_workers(env: Mapping[str, str]) -> int:
+    text = env.get("MAILBOT_PARSE_WORKERS", "").strip()
+    if text in ("", "auto"):
+        try:
+            cores = len(os.sched_getaffinity(0))  # what this process may use (CPUAffinity=)
+        except OSError:
+            cores = os.cpu_count() or 1
+        return 1 if cores >= 2 else 0
+    if not text.isdigit() or int(text) > 64:
+        raise ConfigError(
+            f"MAILBOT_PARSE_WORKERS={text!r}: a number of processes from 0 to 64, or 'auto'"
+        )
+    return int(text)
 
 
 def load_settings(
@@ -176,4 +195,5 @@ def load_settings(
         mailboxes_file=Path(env["MAILBOT_MAILBOXES"]) if env.get("MAILBOT_MAILBOXES") else None,
         http_listen=parse_listen(env.get("MAILBOT_HTTP_LISTEN")),
         log_format=parse_log_format(env.get("MAILBOT_LOG_FORMAT")),
+        parse_workers=_parse_workers(env),
     )

@@ -32,11 +32,18 @@ from mailbot.domain import (
     ReplyKind,
     TicketAction,
 )
-from mailbot.errors import DatabaseBusyError, ParseError
+from mailbot.errors import DatabaseBusyError
 from mailbot.ingest.autogen import classify_auto
 from mailbot.ingest.bounces import returned_message_ids
 from mailbot.ingest.correlate import Grace, clean_subject, correlate, find_token
 from mailbot.ingest.parse import parse_message
+from mailbot.ingest.parse_workers import (
+    PARSE_IN_THREAD_BYTES,
+    Parsed,
+    Prepared,
+    Unparsed,
+    prepare_here,
+)
 from mailbot.ingest.quotes import new_text
 from mailbot.outbound.compose import Outgoing
 from mailbot.outbound.render import Rendered
@@ -65,8 +72,6 @@ from mailbot.tickets.wiki_followup import customer_mail, start_waiting
 
 log = logging.getLogger(__name__)
 
-# Messages above this size are parsed in a worker thread so the event loop stays responsive.
-PARSE_IN_THREAD_BYTES = 256 * 1024
 # The ruleset each Intake decides the message in hand under (a reload swaps only later ones).
 _PINNED: ContextVar[tuple[Intake, Policy] | None] = ContextVar("intake_policy", default=None)
 
@@ -145,10 +150,12 @@ async def analyse(
     now: datetime,
     signer: TokenSigner | None = None,
     raw: bytes | None = None,
+    prepared: Prepared | None = None,
 ) -> Analysis:
     """Loop verdict, threading against the database (read only), the rules' decision, and
     whether it is an agent's answer (only with a ``signer``: tokens cannot be checked
-    without one). ``raw`` lets a bounce be threaded by the message it returns."""
+    without one). ``raw`` lets a bounce be threaded by the message it returns;
+    ``prepared`` brings the new text found with the parse, by a parse worker."""
     rules = policy.rules
     verdict_auto = classify_auto(
         parsed, own_addresses=policy.own_addresses, loop_marker=policy.marker
@@ -176,7 +183,11 @@ async def analyse(
         None,
     )
     subject = clean_subject(parsed.subject, rules.identity.ticket_prefix)
-    text = new_text(parsed.text, languages=tuple(rules.languages))
+    languages = tuple(rules.languages)
+    if prepared is not None and prepared.parsed is parsed:
+        text = prepared.text_for(languages)
+    else:
+        text = new_text(parsed.text, languages=languages)
     counts = (
         await howto_counts(conn, rules, sender, now)
         if thread.action is TicketAction.NEW and sender
@@ -260,37 +271,44 @@ class Intake:
     def policy(self, policy: Policy) -> None:
         self._policy = policy  # a reload: messages already in hand keep their ruleset
 
-    async def accept(self, raw: bytes, origin: Origin) -> Outcome:
+    async def accept(self, raw: bytes, origin: Origin, parsed: Parsed | None = None) -> Outcome:
+        """Take one message: ``parsed`` is ``raw`` parsed already (by a parse worker), else
+        it is parsed here."""
         pin = _PINNED.set((self, self._policy))
         try:
-            return await self._accept(raw, origin)
+            return await self._accept(raw, origin, parsed)
         finally:
             _PINNED.reset(pin)
 
-    async def _accept(self, raw: bytes, origin: Origin) -> Outcome:
+    async def _accept(self, raw: bytes, origin: Origin, parsed: Parsed | None) -> Outcome:
         digest = sha256_hex(raw)
+        if parsed is None:
+            parsed = await prepare_here(raw, tuple(self.policy.rules.languages))
+        if isinstance(parsed, Unparsed):
+            if parsed.trace is not None:
+                log.error("parser failed on %s:\n%s", origin.label, parsed.trace.rstrip())
+            return await self._quarantine(raw, origin, digest, parsed.error, None)
+        message = parsed.parsed
         try:
-            parsed = await parse_off_loop(raw)
-        except ParseError as exc:
-            return await self._quarantine(raw, origin, digest, f"unparseable: {exc}", None)
-        except Exception as exc:
-            log.exception("parser failed on %s", origin.label)
-            return await self._quarantine(raw, origin, digest, f"parser crashed: {exc!r}", None)
-        try:
-            return await self._store(raw, parsed, origin, digest)
+            return await self._store(raw, message, origin, digest, parsed)
         except (OperationalError, DBConnectionError) as exc:
             raise DatabaseBusyError(f"database refused {origin.label}: {exc}") from exc
         except IntegrityError as exc:
             # Usually another daemon stored it first; if not, keep it rather than lose it.
-            return await self._after_conflict(raw, parsed, origin, digest, exc)
+            return await self._after_conflict(raw, message, origin, digest, exc)
         except Exception as exc:
-            log.exception("intake failed on %s message-id %s", origin.label, parsed.message_id)
+            log.exception("intake failed on %s message-id %s", origin.label, message.message_id)
             return await self._quarantine(
-                raw, origin, digest, f"intake failed: {exc!r}", parsed.message_id
+                raw, origin, digest, f"intake failed: {exc!r}", message.message_id
             )
 
     async def _store(
-        self, raw: bytes, parsed: ParsedMessage, origin: Origin, digest: str
+        self,
+        raw: bytes,
+        parsed: ParsedMessage,
+        origin: Origin,
+        digest: str,
+        prepared: Prepared | None = None,
     ) -> Outcome:
         now = self.clock.now()
         policy = self.policy
@@ -308,7 +326,7 @@ class Intake:
                     None,
                     duplicate,
                 )
-            analysis = await analyse(conn, parsed, policy, now, self.signer, raw)
+            analysis = await analyse(conn, parsed, policy, now, self.signer, raw, prepared)
             decision = analysis.decision
             if analysis.agent.internal or (
                 analysis.agent.role is MailRole.AGENT_DIRECT

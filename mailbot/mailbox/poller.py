@@ -29,6 +29,7 @@ from mailbot.errors import (
     MailbotError,
     TransientError,
 )
+from mailbot.ingest.parse_workers import ParsedBatch, ParseWorkers
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
@@ -90,9 +91,12 @@ class MailboxPoller:
         clock: Clock,
         *,
         on_stored: Callable[[], None] = lambda: None,
+        parsers: ParseWorkers | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.intake = intake
+        #: Parse workers (shared by a daemon's pollers); None: every message parsed here.
+        self.parsers = parsers
         self.settings = settings
         self.clock = clock
         self.on_stored = on_stored
@@ -146,22 +150,35 @@ class MailboxPoller:
         fetched = await session.fetch(wanted) if wanted else []
         outcomes: Counter[Disposition] = Counter()
         answered = False
-        async with in_transaction():
-            for uid in oversized:
-                if await self._record_oversized(session, uid, sizes[uid]):
-                    outcomes[Disposition.QUARANTINED] += 1
-            for message in fetched:
-                origin = Origin(
-                    label=f"{self.endpoint.mailbox} uid {message.uid}",
-                    mailbox=self.key,
-                    uidvalidity=session.uidvalidity,
-                    uid=message.uid,
-                )
-                outcome = await self.intake.accept(message.raw, origin)
-                outcomes[outcome.disposition] += 1
-                answered |= outcome.reply is not None
-            # Every UID of the batch is now handled (or vanished, expunged by another client).
-            await advance_checkpoint(self.key, session.uidvalidity, max(batch))
+        raws = [message.raw for message in fetched]
+        # A worker parses the batch ahead while the messages are stored one by one.
+        languages = tuple(self.intake.policy.rules.languages)
+        parsing = (
+            self.parsers.parse_ahead(raws, languages)
+            if self.parsers
+            else ParsedBatch(raws, languages)
+        )
+        try:
+            async with in_transaction():
+                for uid in oversized:
+                    if await self._record_oversized(session, uid, sizes[uid]):
+                        outcomes[Disposition.QUARANTINED] += 1
+                for index, message in enumerate(fetched):
+                    origin = Origin(
+                        label=f"{self.endpoint.mailbox} uid {message.uid}",
+                        mailbox=self.key,
+                        uidvalidity=session.uidvalidity,
+                        uid=message.uid,
+                    )
+                    parsed = await parsing.get(index)
+                    outcome = await self.intake.accept(message.raw, origin, parsed)
+                    outcomes[outcome.disposition] += 1
+                    answered |= outcome.reply is not None
+                # Every UID of the batch is now handled (or vanished, expunged by another
+                # client).
+                await advance_checkpoint(self.key, session.uidvalidity, max(batch))
+        finally:
+            parsing.cancel()  # a database error: what the worker has not started is dropped
         for disposition, count in outcomes.items():
             self.stats[disposition] += count
         if answered:

@@ -21,6 +21,7 @@ from mailbot.clock import SystemClock
 from mailbot.daemon import Daemon
 from mailbot.domain import Disposition, TicketStatus
 from mailbot.endpoints import parse_endpoint
+from mailbot.ingest.parse_workers import close_shared_workers
 from mailbot.mailbox.imap import ImapSession, append_messages
 from mailbot.outbound.compose import loop_marker
 from mailbot.policy import Policy
@@ -235,6 +236,40 @@ async def test_unparseable_mail_is_stored_and_quarantined_not_dropped(
     assert row.raw_bytes == garbage
     assert row.error
     assert report.sent == 0
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+async def test_a_batch_is_the_same_whether_a_worker_parses_it_or_not(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str, workers: str
+) -> None:
+    settings = make_settings(
+        imap_server, smtp_sink, rules_file, database, MAILBOT_PARSE_WORKERS=workers
+    )
+    garbage = b"\x01\x02 not a mail at all \xff\xfe\r\n\r\n\xff\xfe binary tail\r\n"
+    raws = [
+        mail(f"Customer {i} <customer{i}@example.org>", f"Checkout fails ({i})", "It fails.")[1]
+        for i in range(10)
+    ]
+    raws.insert(4, garbage)
+    await append(imap_server, *raws)
+    daemon = Daemon(settings, policy)
+    try:
+        report = await daemon.run_once()
+        assert daemon.poller.parsers is not None or workers == "0"
+        if daemon.poller.parsers is not None:
+            assert daemon.poller.parsers.worker_pids()  # the batch went to a worker
+    finally:
+        await close_shared_workers()
+    assert report.ingested == {
+        Disposition.STORED: 10,
+        Disposition.QUARANTINED: 1,
+        Disposition.DUPLICATE: 0,
+    }
+    assert report.sent == 10
+    assert len(await list_tickets("")) == 10
+    row = await MessageRow.get(state=MessageState.QUARANTINED)
+    assert row.raw_bytes == garbage
+    assert row.error is not None and row.error.startswith("unparseable: ")
 
 
 async def test_oversized_mail_is_recorded_and_left_on_the_server(
