@@ -25,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -39,6 +42,8 @@ from mailbot.ingest.quotes import new_text
 
 log = logging.getLogger(__name__)
 
+#: A worker looks this often whether the daemon that started it is still there.
+DAEMON_WATCH_SECONDS = 1.0
 #: Messages above this size are never parsed on the event loop's thread.
 PARSE_IN_THREAD_BYTES = 256 * 1024
 
@@ -132,7 +137,10 @@ class ParseWorkers:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.processes, mp_context=context, initializer=_worker_signals
+                    max_workers=self.processes,
+                    mp_context=context,
+                    initializer=_worker_init,
+                    initargs=(os.getpid(),),
                 )
             except (OSError, ValueError, RuntimeError) as exc:
                 self._give_up(exc)
@@ -213,10 +221,26 @@ class ParseWorkers:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
-def _worker_signals() -> None:
-    """In a worker: Ctrl-C in a terminal reaches the whole process group; the daemon
-    decides when to stop, and stops its workers itself."""
+def _worker_init(daemon_pid: int) -> None:
+    """In a worker: Ctrl-C in a terminal reaches the whole process group, but the daemon
+    decides when to stop and stops its workers itself. And a worker outlives no daemon: one
+    that is killed (SIGKILL, the OOM killer) cannot tell it, and the worker, waiting on a
+    queue whose write end it holds itself, would wait forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with, args=(daemon_pid,), name="daemon-watch", daemon=True
+    ).start()
+
+
+def _exit_with(daemon_pid: int) -> None:
+    while True:
+        time.sleep(DAEMON_WATCH_SECONDS)
+        try:
+            os.kill(daemon_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # a new process of another user took the id: gone too
+            os._exit(0)
 
 
 class ParsedBatch:

@@ -6,8 +6,12 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +180,53 @@ async def test_the_event_loop_turns_while_a_worker_parses(workers: ParseWorkers)
         ticker.cancel()
     # At least a tick every 10 ms while the worker parsed (a parse here would hold the loop).
     assert ticks >= elapsed / 0.01, (ticks, elapsed)
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, os, sys, time
+from mailbot.ingest.parse_workers import ParseWorkers
+
+async def main():
+    workers = ParseWorkers(1)
+    await workers.start()
+    with open(sys.argv[1] + ".tmp", "w") as out:
+        out.write(" ".join(map(str, workers.worker_pids())))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            return not any(line.startswith("State:\tZ") for line in status)
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_does_not_outlive_a_killed_daemon(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # No pipes: a worker left behind would hold them open.
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(pids)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    worker = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.05)
+        [worker] = [int(pid) for pid in pids.read_text().split()]
+        assert _running(worker)
+    finally:
+        daemon.kill()  # SIGKILL: the daemon cannot stop its worker
+        daemon.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the parse worker outlived its daemon")
