@@ -1,10 +1,15 @@
-"""Drain the outbox over SMTP (aiosmtplib): claim a row, send its bytes, record the result.
+"""Drain the outbox over SMTP (aiosmtplib): claim rows, send their bytes, record each result.
 
-A row is claimed by a conditional UPDATE (queued -> sending) before it is sent, so two senders
-(two daemons on one PostgreSQL database, or a restart racing an old process) never both send
-it. A crash between the server's 250 and our commit leaves the row in ``sending``; such rows
-are re-queued after ``stale_after`` and may be delivered twice: that is the one duplicate the
-design allows, and it is bounded by the number of rows in flight at the crash.
+Rows are claimed by a conditional UPDATE (queued -> sending) before they are sent, so two
+senders (two daemons on one PostgreSQL database, or a restart racing an old process) never
+both send one. They are claimed ``CLAIM_CHUNK`` at a time (one commit for the chunk), just
+ahead of sending them; each sent row is recorded in a commit of its own as soon as the server
+answered. A crash between the server's 250 and that commit leaves the row in ``sending``;
+such rows are re-queued after ``stale_after`` and may be delivered twice: that is the one
+duplicate the design allows, and it is bounded by the one row in flight at the crash. The
+other rows of the chunk, claimed but not sent, are only late: re-queued after
+``stale_after``. When a drain stops early (a graceful stop out of time, the server gone),
+its claimed rows go back to the queue at once.
 
 4xx replies, timeouts and connection errors are retried with capped exponential backoff;
 5xx replies and refused recipients fail the row with the server's reason.
@@ -21,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiosmtplib
+from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -35,9 +41,12 @@ from mailbot.errors import (
 )
 from mailbot.oauth import basic_auth_refusal
 from mailbot.tickets.models import Message, OutboxRow, OutboxStatus
-from mailbot.tickets.raw_sql import lock_or_skip
+from mailbot.tickets.raw_sql import db_value, dialect_sql, table
 
 log = logging.getLogger(__name__)
+
+#: Rows claimed in one transaction, just ahead of sending them.
+CLAIM_CHUNK = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,23 +247,57 @@ class OutboxSender:
             log.warning("re-queued %d outbox rows left in 'sending' by an earlier run", count)
         return int(count)
 
-    async def _claim(self, row_id: int) -> bool:
-        """queued -> sending, or False when another sender has it. On PostgreSQL the row is
-        locked ``FOR UPDATE SKIP LOCKED`` first: a sender never waits behind another one's
-        claim, it moves on to the next row. The conditional UPDATE is the guard on every
-        database (SQLite ignores row locks; its writers are serialised)."""
+    async def _claim(self, row_ids: Sequence[int]) -> set[int]:
+        """queued -> sending for those of ``row_ids`` no other sender has, in one
+        transaction; returns them. On PostgreSQL the rows are locked ``FOR UPDATE SKIP
+        LOCKED`` first: a sender never waits behind another one's claim, it moves on. The
+        conditional UPDATE is the guard on every database (SQLite ignores row locks; its
+        writers are serialised)."""
+        if not row_ids:
+            return set()
         now = self.clock.now()
+        marks = ", ".join("?" for _ in row_ids)
+        queued, sending = OutboxStatus.QUEUED.value, OutboxStatus.SENDING.value
         async with in_transaction() as conn:
-            if not await lock_or_skip(
-                conn, OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
-            ):
-                return False
-            claimed = (
-                await OutboxRow.filter(id=row_id, status=OutboxStatus.QUEUED)
-                .using_db(conn)
-                .update(status=OutboxStatus.SENDING, claimed_at=now)
+            wanted = list(row_ids)
+            if conn.capabilities.dialect != "sqlite":
+                locked = await conn.execute_query_dict(
+                    dialect_sql(
+                        conn,
+                        f"SELECT id FROM {table(OutboxRow)} WHERE id IN ({marks}) "
+                        "AND status = ? FOR UPDATE SKIP LOCKED",
+                    ),
+                    [*wanted, queued],
+                )
+                wanted = [int(row["id"]) for row in locked]
+                if not wanted:
+                    return set()
+                marks = ", ".join("?" for _ in wanted)
+            rows = await conn.execute_query_dict(
+                dialect_sql(
+                    conn,
+                    f"UPDATE {table(OutboxRow)} SET status = ?, claimed_at = ? "
+                    f"WHERE id IN ({marks}) AND status = ? RETURNING id",
+                ),
+                [sending, db_value(OutboxRow, "claimed_at", now), *wanted, queued],
             )
-        return bool(claimed)
+        return {int(row["id"]) for row in rows}
+
+    async def _unclaim(self, row_ids: set[int]) -> None:
+        """Rows claimed by this drain and not sent go back to the queue (still due)."""
+        if not row_ids:
+            return
+        try:
+            await OutboxRow.filter(id__in=row_ids, status=OutboxStatus.SENDING).update(
+                status=OutboxStatus.QUEUED
+            )
+        except (OperationalError, DBConnectionError) as exc:
+            log.warning(
+                "outbox rows %s stay claimed (database: %s); they are re-queued after %s",
+                sorted(row_ids),
+                exc,
+                self.retry.stale_after,
+            )
 
     async def due_ids(self, limit: int = 100) -> list[int]:
         return [row_id for row_id, _ in await self._due(limit)]
@@ -312,6 +355,7 @@ class OutboxSender:
         if not ids:
             return 0
         sent = 0
+        claimed: set[int] = set()  # claimed by this drain, not sent yet
         smtp = self.transport.client()
         try:
             try:
@@ -325,18 +369,30 @@ class OutboxSender:
                 await self._defer_all(ids, SmtpTransientError(str(error)))
                 return 0
             held: set[tuple[int, str]] = set()
-            for row_id, conversation in due:
-                if not smtp.is_connected:
-                    # The server dropped us: the rest stay queued and due for the next drain.
-                    break
-                if until is not None and until():
-                    break
-                if conversation is not None and conversation in held:
-                    continue  # an earlier mail of this conversation is waiting again
-                if await self._send_row(smtp, row_id):
-                    sent += 1
-                elif conversation is not None:
-                    held.add(conversation)
+            try:
+                for index, (row_id, conversation) in enumerate(due):
+                    if not smtp.is_connected:
+                        # The server dropped us: the rest stay queued, due for the next drain.
+                        break
+                    if until is not None and until():
+                        break
+                    if conversation is not None and conversation in held:
+                        continue  # an earlier mail of this conversation is waiting again
+                    if row_id not in claimed:
+                        claimed |= await self._claim(
+                            [r for r, c in due[index : index + CLAIM_CHUNK] if c not in held]
+                        )
+                    if row_id not in claimed:  # another sender has it
+                        if conversation is not None:
+                            held.add(conversation)
+                        continue
+                    claimed.discard(row_id)
+                    if await self._send_row(smtp, row_id):
+                        sent += 1
+                    elif conversation is not None:
+                        held.add(conversation)
+            finally:
+                await self._unclaim(claimed)
         finally:
             if smtp.is_connected:
                 try:
@@ -353,8 +409,9 @@ class OutboxSender:
             await self._record_failure(row, error)
 
     async def _send_row(self, smtp: aiosmtplib.SMTP, row_id: int) -> bool:
+        """Send a row this drain has claimed; whether it was sent."""
         row = await OutboxRow.filter(id=row_id).first()
-        if row is None or not await self._claim(row_id):
+        if row is None:
             return False
         message = await Message.get(id=row.message_id).only("id", "raw_bytes", "message_id")
         try:

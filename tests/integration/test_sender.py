@@ -155,6 +155,21 @@ async def test_two_senders_never_send_a_row_twice(database: str) -> None:
         )
 
 
+async def test_rows_claimed_by_a_drain_cut_short_go_back_to_the_queue(database: str) -> None:
+    clock = FixedClock(T0)
+    async with running_smtp_sink() as sink:
+        ids = [await queue(f"c{n}@shop.example", clock, n) for n in range(6)]
+        sink.fail_next_data(1, code=421)  # 421: the server closes the connection
+        assert await sender_for(sink, clock).run_once() == 0
+        rows = {r.id: r for r in await OutboxRow.filter(id__in=ids)}
+        # The first was tried and waits for its retry; the rest were claimed with it in one
+        # chunk and never tried: queued and due now, not left "sending" for ten minutes.
+        assert rows[ids[0]].status is OutboxStatus.QUEUED and rows[ids[0]].attempts == 1
+        assert all(rows[i].status is OutboxStatus.QUEUED and rows[i].attempts == 0 for i in ids[1:])
+        assert await sender_for(sink, clock).run_once() == 5
+        assert [m.rcpt_tos[0] for m in sink.messages] == [f"c{n}@shop.example" for n in range(1, 6)]
+
+
 async def test_internationalised_address_is_sent_with_smtputf8(database: str) -> None:
     clock = FixedClock(T0)
     async with running_smtp_sink() as sink:
