@@ -84,6 +84,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
             "reloads": state.get("reloads"),
             "last_reload": state.get("last_reload"),
             "imap": state.get("imap"),
+            "parsing": state.get("parsing"),
         }
 
     if settings.mailboxes_file is not None:

@@ -375,6 +375,9 @@ class Daemon:
                     "standby_for": self.standby.holder if self.standby else None,
                 },
             },
+            "parsing": (
+                self.poller.parsers.status() if self.poller.parsers is not None else {"workers": 0}
+            ),
         }
 
     def _write_status(self) -> None:

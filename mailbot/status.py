@@ -145,7 +145,27 @@ def _format_part(report: Mapping[str, Any]) -> list[str]:
         lines.append(sync.rstrip())
         if imap.get("last_error"):
             lines.append(f"             error at {imap['last_error_at']}: {imap['last_error']}")
+    parsing = _format_parsing(report.get("parsing"))
+    if parsing:
+        lines.append(f"parsing:     {parsing}")
     return lines
+
+
+def _format_parsing(parsing: Mapping[str, Any] | None) -> str | None:
+    """Where the daemon parses mail (mailbot.ingest.parse_workers)."""
+    if not parsing:
+        return None
+    if not parsing.get("workers"):
+        return "in the daemon (MAILBOT_PARSE_WORKERS=0)"
+    if parsing.get("unavailable"):
+        return f"in the daemon: workers unavailable ({parsing['unavailable']})"
+    pids = parsing.get("pids") or []
+    count = parsing["workers"]
+    text = f"{count} worker process{'es' if count != 1 else ''}"
+    text += f" (pid {', '.join(map(str, pids))})" if pids else " (not started yet)"
+    if parsing.get("reparsed"):
+        text += f"; {parsing['reparsed']} chunks parsed again in the daemon after a worker died"
+    return text
 
 
 def _format_database(report: Mapping[str, Any]) -> list[str]:

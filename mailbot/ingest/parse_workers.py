@@ -214,6 +214,15 @@ class ParseWorkers:
         processes = getattr(self._pool, "_processes", None) or {}
         return sorted(int(pid) for pid in processes)
 
+    def status(self) -> dict[str, object]:
+        """For the state file (``mailbot status``)."""
+        return {
+            "workers": self.processes,
+            "pids": self.worker_pids(),
+            "unavailable": self.unavailable,
+            "reparsed": self.reparsed,
+        }
+
     async def close(self) -> None:
         """Stop the workers (the daemon's exit; chunks still queued are cancelled)."""
         pool, self._pool = self._pool, None

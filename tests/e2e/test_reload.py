@@ -120,6 +120,7 @@ async def test_sighup_to_the_running_daemon_reloads_and_the_next_message_uses_ne
     assert state["rules"]["version"] == new.version
     assert state["last_reload"]["trigger"] == "SIGHUP" and state["last_reload"]["ok"]
     assert state["imap"]["last_sync"] is not None
+    assert state["parsing"]["workers"] == settings.parse_workers
 
 
 async def test_a_message_in_hand_keeps_the_ruleset_it_started_with(

@@ -79,3 +79,16 @@ def test_bad_values_are_named() -> None:
         )
     assert AckMode.parse("move:Done").move_to == "Done"
     assert load_settings({"MAILBOT_IDLE_SECONDS": "7200"}).idle_seconds == 25 * 60
+
+
+def test_parse_workers_follow_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert load_settings({}).parse_workers == 1
+    assert load_settings({"MAILBOT_PARSE_WORKERS": "auto"}).parse_workers == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3})  # CPUAffinity=3
+    assert load_settings({}).parse_workers == 0
+    assert load_settings({"MAILBOT_PARSE_WORKERS": "2"}).parse_workers == 2
+    assert load_settings({"MAILBOT_PARSE_WORKERS": "0"}).parse_workers == 0
+    for bad in ("-1", "two", "65"):
+        with pytest.raises(ConfigError, match=f"MAILBOT_PARSE_WORKERS='{bad}'"):
+            load_settings({"MAILBOT_PARSE_WORKERS": bad})
