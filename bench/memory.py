@@ -17,7 +17,9 @@ VmRSS (and VmHWM, the peak) from /proc/self/status every ``--every`` messages:
 * ``imap`` (full path, fewer messages): the messages are APPENDed to Dovecot (pymap when it
   cannot start) first, then ``Daemon.run_once()`` in the child fetches, ingests,
   acknowledges on IMAP and sends every answer to an aiosmtpd sink in the parent process;
-  sampled every 0.25 s by a task in the child.
+  sampled every 0.25 s by a task in the child. With the default ``MAILBOT_PARSE_WORKERS``
+  the child has a parse worker (and multiprocessing's forkserver and resource tracker):
+  their RSS is sampled too and printed beside the daemon's.
 
 Printed: the curve (RSS at 10k, 20k, ...), the peak, and the slope of the last half (least
 squares, MB per 10k messages). Targets: peak < 200 MB and flat (slope of the last half
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import email
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,13 +60,52 @@ SLOPE_TARGET_MB = 2.0  # per 10k messages, over the last half of the curve
 BATCH = 50
 KEY = "bench@127.0.0.1:143/INBOX"
 
-Sample = tuple[int, float, float, float]  # (messages, VmRSS MB, VmHWM MB, seconds)
+#: (messages, VmRSS MB, VmHWM MB, seconds, the VmRSS of every descendant process in MB)
+Sample = tuple[int, float, float, float, float]
 _STARTED = time.perf_counter()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (parse workers, multiprocessing's forkserver and
+    resource tracker), from the parent ids in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def descendants_rss() -> float:
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        try:
+            total += proc_status(pid)["VmRSS"]
+        except (OSError, KeyError):
+            continue  # gone meanwhile, or a zombie
+    return total
 
 
 def sample(done: int) -> Sample:
     status = proc_status()
-    return (done, status["VmRSS"], status["VmHWM"], time.perf_counter() - _STARTED)
+    return (
+        done,
+        status["VmRSS"],
+        status["VmHWM"],
+        time.perf_counter() - _STARTED,
+        descendants_rss(),
+    )
 
 
 # --------------------------------------------------------------------------- children
@@ -177,7 +219,7 @@ def run_child(mode: str, count: int, every: int, *extra: str) -> tuple[list[Samp
 
 def slope_per_10k(curve: list[Sample]) -> float:
     """Least-squares slope of RSS over the last half of the curve, MB per 10k messages."""
-    points = [(n, rss) for n, rss, _, _ in curve if n > 0]
+    points = [(n, rss) for n, rss, _, _, _ in curve if n > 0]
     half = points[len(points) // 2 :] if len(points) >= 4 else points
     if len(half) < 2:
         return 0.0
@@ -196,22 +238,32 @@ def show(name: str, curve: list[Sample], elapsed: float, floor_peak: float | Non
     last = curve[-1][0]
     print(f"\n== {name}: {last} messages in {elapsed:.0f} s ({last / elapsed:.0f} msg/s)")
     # The rate of each interval: a cost that grows with the database shows as a falling rate.
-    print("   messages    RSS MB   peak MB   msg/s in the interval")
+    print("   messages    RSS MB   peak MB  workers MB   msg/s in the interval")
     previous: Sample | None = None
-    for n, rss, hwm, at in curve:
+    for n, rss, hwm, at, others in curve:
         rate = (
             f"{(n - previous[0]) / (at - previous[3]):8.0f}"
             if previous is not None and at > previous[3] and n > previous[0]
             else ""
         )
-        print(f"   {n:8d}  {rss:8.1f}  {hwm:8.1f}  {rate}")
-        previous = (n, rss, hwm, at)
-    peak = max(h for _, _, h, _ in curve)
+        print(f"   {n:8d}  {rss:8.1f}  {hwm:8.1f}  {others:10.1f}  {rate}")
+        previous = (n, rss, hwm, at, others)
+    peak = max(h for _, _, h, _, _ in curve)
+    workers = max(o for _, _, _, _, o in curve)
     slope = slope_per_10k(curve)
     ratio = f" = {peak / floor_peak:.1f} x floor" if floor_peak else ""
     print(f"   peak {peak:.0f} MB{ratio}; slope of the last half {slope:+.2f} MB per 10k messages")
+    if workers:
+        print(
+            f"   the processes below it (parse worker, forkserver, resource tracker): at most"
+            f" {workers:.0f} MB; with the daemon's peak {peak + workers:.0f} MB (shared pages"
+            " counted in each)"
+        )
     if name != "floor":
         print(verdict(f"{name} peak RSS", peak, PEAK_TARGET_MB, "MB"))
+        if workers:
+            total = peak + workers
+            print(verdict(f"{name} peak RSS with its workers", total, PEAK_TARGET_MB, "MB"))
         print(verdict(f"{name} RSS slope (last half)", slope, SLOPE_TARGET_MB, "MB/10k"))
 
 
@@ -241,7 +293,7 @@ def main(args: argparse.Namespace) -> None:
     if "floor" in series or "direct" in series:
         floor, floor_s = run_child("floor", args.messages, args.every)
         show("floor", floor, floor_s, None)
-        floor_peak = max((h for _, _, h, _ in floor), default=0.0) or None
+        floor_peak = max((h for _, _, h, _, _ in floor), default=0.0) or None
     if "direct" in series:
         direct, direct_s = run_child("direct", args.messages, args.every)
         show("direct (Intake.accept in batches of 50, SQLite)", direct, direct_s, floor_peak)

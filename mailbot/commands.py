@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import connections
+from tortoise.transactions import in_transaction
 
 from mailbot.agents.secret_key import peek_key, signer_for
 from mailbot.agents.tokens import TokenSigner
@@ -19,6 +20,7 @@ from mailbot.clock import FixedClock, SystemClock
 from mailbot.domain import Disposition
 from mailbot.errors import ConfigError, MailbotError, ParseError
 from mailbot.ingest.correlate import ticket_ref
+from mailbot.ingest.parse_workers import close_shared_workers, parse_ahead, shared_workers
 from mailbot.ingest.pipeline import Analysis, Intake, analyse, answer_for, parse_off_loop
 from mailbot.ingest.sources import iter_raw
 from mailbot.outbound.sender import OutboxSender, SmtpTransport
@@ -505,17 +507,41 @@ async def _drain(settings: Settings) -> int:
 
 
 async def import_paths(settings: Settings, paths: list[Path], *, send: bool) -> int:
+    """Every message under ``paths`` through intake, as the poller does it: batches of
+    ``MAILBOT_BATCH`` in one transaction (a savepoint per message), parsed ahead by the parse
+    workers. A batch that fails is rolled back whole; importing again stores only what is
+    missing (Message-ID and content hash)."""
     policy = load_policy(settings.rules_path, settings.templates_dir)
     await open_database(settings.db_url)
     counts = dict.fromkeys(Disposition, 0)
+    workers = shared_workers(settings.parse_workers) if settings.parse_workers else None
+    intake = Intake(policy, SystemClock(), signer=signer_for(settings), send_replies=send)
+
+    async def accept(batch: list[tuple[str, bytes]]) -> None:
+        raws = [raw for _, raw in batch]
+        stored: list[Disposition] = []
+        with parse_ahead(workers, raws, tuple(intake.policy.rules.languages)) as parsing:
+            async with in_transaction():
+                for index, (label, raw) in enumerate(batch):
+                    parsed = await parsing.get(index)
+                    outcome = await intake.accept(raw, Origin(label=label), parsed)
+                    stored.append(outcome.disposition)
+        for disposition in stored:  # counted once committed
+            counts[disposition] += 1
+
     try:
-        intake = Intake(policy, SystemClock(), signer=signer_for(settings), send_replies=send)
+        batch: list[tuple[str, bytes]] = []
         for path in paths:
-            for label, raw in iter_raw(path):
-                outcome = await intake.accept(raw, Origin(label=label))
-                counts[outcome.disposition] += 1
+            for item in iter_raw(path):
+                batch.append(item)
+                if len(batch) >= settings.batch:
+                    await accept(batch)
+                    batch = []
+        if batch:
+            await accept(batch)
         sent = await _drain(settings) if send else 0
     finally:
+        await close_shared_workers()
         await close_database()
     summary = ", ".join(f"{k.value} {v}" for k, v in counts.items())
     _out(f"imported: {summary}; sent {sent}")

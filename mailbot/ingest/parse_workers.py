@@ -308,6 +308,22 @@ class ParsedBatch:
         self._chunks.clear()
         self._done.clear()
 
+    def __enter__(self) -> ParsedBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def parse_ahead(
+    workers: ParseWorkers | None, raws: Sequence[bytes], languages: tuple[str, ...]
+) -> ParsedBatch:
+    """``workers.parse_ahead``, or a batch parsed here on demand when there are none. Use it
+    in a ``with`` block: leaving it early drops what the workers have not started."""
+    if workers is None:
+        return ParsedBatch(raws, languages)
+    return workers.parse_ahead(raws, languages)
+
 
 async def prepare_here(raw: bytes, languages: tuple[str, ...]) -> Parsed:
     """Prepare in the daemon: in a thread above ``PARSE_IN_THREAD_BYTES`` (off the event

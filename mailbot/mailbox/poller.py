@@ -29,7 +29,7 @@ from mailbot.errors import (
     MailbotError,
     TransientError,
 )
-from mailbot.ingest.parse_workers import ParsedBatch, ParseWorkers
+from mailbot.ingest.parse_workers import ParseWorkers, parse_ahead
 from mailbot.ingest.pipeline import Intake
 from mailbot.mailbox.imap import ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
@@ -151,14 +151,10 @@ class MailboxPoller:
         outcomes: Counter[Disposition] = Counter()
         answered = False
         raws = [message.raw for message in fetched]
-        # A worker parses the batch ahead while the messages are stored one by one.
         languages = tuple(self.intake.policy.rules.languages)
-        parsing = (
-            self.parsers.parse_ahead(raws, languages)
-            if self.parsers
-            else ParsedBatch(raws, languages)
-        )
-        try:
+        # A worker parses the batch ahead while the messages are stored one by one; a
+        # database error drops what it has not started.
+        with parse_ahead(self.parsers, raws, languages) as parsing:
             async with in_transaction():
                 for uid in oversized:
                     if await self._record_oversized(session, uid, sizes[uid]):
@@ -177,8 +173,6 @@ class MailboxPoller:
                 # Every UID of the batch is now handled (or vanished, expunged by another
                 # client).
                 await advance_checkpoint(self.key, session.uidvalidity, max(batch))
-        finally:
-            parsing.cancel()  # a database error: what the worker has not started is dropped
         for disposition, count in outcomes.items():
             self.stats[disposition] += count
         if answered:

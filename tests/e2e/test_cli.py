@@ -148,6 +148,29 @@ def test_import_then_tickets_then_simulate_against_the_live_database(
     assert isinstance(after, list) and len(after) == 3  # simulate wrote nothing
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_import_goes_in_batches_parsed_ahead(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    monkeypatch.setenv("MAILBOT_PARSE_WORKERS", workers)
+    monkeypatch.setenv("MAILBOT_BATCH", "8")  # 20 messages: batches of 8, 8 and 4
+    box = mailbox.mbox(env / "archive.mbox")
+    for n in range(20):
+        if n == 9:
+            box.add(b"\x01\x02 not mail at all\n")  # unparseable: quarantined, kept
+        else:
+            box.add(eml(f"C{n} <c{n}@example.org>", f"Problem {n}", "It fails.", f"<p{n}@x.org>"))
+    box.flush()
+    capsys.readouterr()
+    assert main(["import", str(env / "archive.mbox"), "--no-send"]) == 0
+    assert "stored 19, duplicate 0, quarantined 1" in capsys.readouterr().out
+    assert main(["import", str(env / "archive.mbox"), "--no-send"]) == 0
+    assert "stored 0, duplicate 20, quarantined 0" in capsys.readouterr().out
+    tickets = run_json(capsys, "tickets", "--json")
+    assert isinstance(tickets, list) and len(tickets) == 19
+    assert {t["subject"] for t in tickets} == {f"Problem {n}" for n in range(20) if n != 9}
+
+
 def test_quarantine_lists_and_retries(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = env / "bad.eml"
     bad.write_bytes(b"\x01\x02 not mail\r\n")
