@@ -39,11 +39,17 @@ SUBJECTS = [
 
 
 def iter_messages(
-    count: int, *, seed: int = 7, replies: bool = True, tag: str = "bench"
+    count: int,
+    *,
+    seed: int = 7,
+    replies: bool = True,
+    tag: str = "bench",
+    attachment_bytes: int = 0,
 ) -> Iterator[bytes]:
     """``count`` messages, generated one at a time: new requests (60 %), threaded replies
     with quotes (30 %, only with ``replies``), HTML-only (10 %), PNG attachments (10 %).
-    Every new request comes from a new address, so per-address storm brakes never apply."""
+    Every new request comes from a new address, so per-address storm brakes never apply.
+    ``attachment_bytes``: every message also carries a PDF of that size."""
     rng = random.Random(seed)
     sent: list[tuple[str, str, str]] = []  # (message-id, sender, subject)
     now = format_datetime(_now())
@@ -77,6 +83,13 @@ def iter_messages(
         if 0.8 < roll <= 0.9:
             msg.add_attachment(
                 rng.randbytes(20_000), maintype="image", subtype="png", filename="screen.png"
+            )
+        if attachment_bytes:
+            msg.add_attachment(
+                rng.randbytes(attachment_bytes),
+                maintype="application",
+                subtype="pdf",
+                filename="invoice.pdf",
             )
         yield msg.as_bytes()
 

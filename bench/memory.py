@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/memory.py [--messages 100000] [--every 10000]
         [--imap-messages 5000] [--series floor,direct,imap] [--server dovecot|pymap]
+        [--attachment-kb N] [--batch-bytes BYTES]
 
 Each series runs in a fresh process of its own (peak RSS is per process), sampling its
 VmRSS (and VmHWM, the peak) from /proc/self/status every ``--every`` messages:
@@ -19,7 +20,8 @@ VmRSS (and VmHWM, the peak) from /proc/self/status every ``--every`` messages:
   acknowledges on IMAP and sends every answer to an aiosmtpd sink in the parent process;
   sampled every 0.25 s by a task in the child. With the default ``MAILBOT_PARSE_WORKERS``
   the child has a parse worker (and multiprocessing's forkserver and resource tracker):
-  their RSS is sampled too and printed beside the daemon's.
+  their proportional set size (PSS: shared pages divided among the processes sharing them,
+  from /proc/PID/smaps_rollup) is sampled too and printed beside the daemon's RSS.
 
 Printed: the curve (RSS at 10k, 20k, ...), the peak, and the slope of the last half (least
 squares, MB per 10k messages). Targets: peak < 200 MB and flat (slope of the last half
@@ -60,7 +62,7 @@ SLOPE_TARGET_MB = 2.0  # per 10k messages, over the last half of the curve
 BATCH = 50
 KEY = "bench@127.0.0.1:143/INBOX"
 
-#: (messages, VmRSS MB, VmHWM MB, seconds, the VmRSS of every descendant process in MB)
+#: (messages, VmRSS MB, VmHWM MB, seconds, the PSS of every descendant process in MB)
 Sample = tuple[int, float, float, float, float]
 _STARTED = time.perf_counter()
 
@@ -87,13 +89,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def descendants_rss() -> float:
+def descendants_pss() -> float:
+    """The proportional set size of every process below this one, in MB: their memory,
+    pages shared with this process or between them counted once in all (their RSS would
+    count the forkserver's pages again in every worker forked from it)."""
     total = 0.0
     for pid in descendants(os.getpid()):
         try:
-            total += proc_status(pid)["VmRSS"]
-        except (OSError, KeyError):
-            continue  # gone meanwhile, or a zombie
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) / 1024
+                        break
+        except OSError:
+            continue  # gone meanwhile
     return total
 
 
@@ -104,7 +113,7 @@ def sample(done: int) -> Sample:
         status["VmRSS"],
         status["VmHWM"],
         time.perf_counter() - _STARTED,
-        descendants_rss(),
+        descendants_pss(),
     )
 
 
@@ -157,7 +166,9 @@ async def child_direct(count: int, every: int) -> list[Sample]:
     return curve
 
 
-async def child_imap(count: int, every: int, imap_url: str, smtp_url: str) -> list[Sample]:
+async def child_imap(
+    count: int, every: int, imap_url: str, smtp_url: str, batch_bytes: str
+) -> list[Sample]:
     from common import PASSWORD
 
     from mailbot.daemon import Daemon
@@ -172,6 +183,7 @@ async def child_imap(count: int, every: int, imap_url: str, smtp_url: str) -> li
             "MAILBOT_IMAP_PASSWORD": PASSWORD,
             "MAILBOT_TEMPLATES": str(REPO / "templates"),
             "MAILBOT_SECRET": "bench-secret-0123456789abcdef",
+            **({"MAILBOT_BATCH_BYTES": batch_bytes} if batch_bytes else {}),
         },
         imap_url=imap_url,
         smtp_url=smtp_url,
@@ -256,8 +268,7 @@ def show(name: str, curve: list[Sample], elapsed: float, floor_peak: float | Non
     if workers:
         print(
             f"   the processes below it (parse worker, forkserver, resource tracker): at most"
-            f" {workers:.0f} MB; with the daemon's peak {peak + workers:.0f} MB (shared pages"
-            " counted in each)"
+            f" {workers:.0f} MB (PSS); with the daemon's peak {peak + workers:.0f} MB"
         )
     if name != "floor":
         print(verdict(f"{name} peak RSS", peak, PEAK_TARGET_MB, "MB"))
@@ -267,21 +278,22 @@ def show(name: str, curve: list[Sample], elapsed: float, floor_peak: float | Non
         print(verdict(f"{name} RSS slope (last half)", slope, SLOPE_TARGET_MB, "MB/10k"))
 
 
-async def prepare_imap(count: int, server: str) -> None:
+async def prepare_imap(count: int, server: str, attachment_kb: int, batch_bytes: str) -> None:
     """APPEND ``count`` messages, then run the imap child against them and a sink here."""
     from mailbot.mailbox.imap import append_messages
 
     async with imap_servers(server) as servers, running_smtp_sink() as sink:
         url = await servers.mailbox("bench")
         start = time.perf_counter()
-        await append_messages(endpoint_of(url), iter_messages(count))
+        await append_messages(
+            endpoint_of(url), iter_messages(count, attachment_bytes=attachment_kb * 1024)
+        )
         took = time.perf_counter() - start
         print(f"imap: {count} messages APPENDed to {servers.kind} in {took:.0f} s (set-up)")
         every = max(1, count // 10)
         smtp = f"smtp+plain://{sink.host}:{sink.port}"
-        curve, elapsed = await asyncio.to_thread(
-            run_child, "imap", count, every, "--imap-url", url, "--smtp-url", smtp
-        )
+        extra = ["--imap-url", url, "--smtp-url", smtp, "--batch-bytes", batch_bytes]
+        curve, elapsed = await asyncio.to_thread(run_child, "imap", count, every, *extra)
         name = f"imap full path ({servers.kind}, {len(sink.messages)} mails at SMTP)"
         show(name, curve, elapsed, None)
 
@@ -298,7 +310,9 @@ def main(args: argparse.Namespace) -> None:
         direct, direct_s = run_child("direct", args.messages, args.every)
         show("direct (Intake.accept in batches of 50, SQLite)", direct, direct_s, floor_peak)
     if "imap" in series and args.imap_messages > 0:
-        asyncio.run(prepare_imap(args.imap_messages, args.server))
+        asyncio.run(
+            prepare_imap(args.imap_messages, args.server, args.attachment_kb, args.batch_bytes)
+        )
 
 
 if __name__ == "__main__":
@@ -308,6 +322,12 @@ if __name__ == "__main__":
     parser.add_argument("--imap-messages", type=int, default=5_000, help="0: no IMAP run")
     parser.add_argument("--series", default="floor,direct,imap", help="which series to run")
     parser.add_argument("--server", choices=["dovecot", "pymap"], default="dovecot")
+    parser.add_argument(
+        "--attachment-kb", type=int, default=0, help="imap: every message carries a PDF this big"
+    )
+    parser.add_argument(
+        "--batch-bytes", default="", help="imap: MAILBOT_BATCH_BYTES (default: mailbot's)"
+    )
     parser.add_argument("--child", choices=["floor", "direct", "imap"], help=argparse.SUPPRESS)
     parser.add_argument("--imap-url", help=argparse.SUPPRESS)
     parser.add_argument("--smtp-url", help=argparse.SUPPRESS)
@@ -317,7 +337,9 @@ if __name__ == "__main__":
     elif args.child == "direct":
         print(json.dumps(asyncio.run(child_direct(args.messages, args.every))))
     elif args.child == "imap":
-        result = asyncio.run(child_imap(args.messages, args.every, args.imap_url, args.smtp_url))
+        result = asyncio.run(
+            child_imap(args.messages, args.every, args.imap_url, args.smtp_url, args.batch_bytes)
+        )
         print(json.dumps(result))
     else:
         main(args)

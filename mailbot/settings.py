@@ -56,6 +56,9 @@ class Settings:
     state_dir: Path
     ack: AckMode = AckMode(None)
     batch: int = 50
+    #: A fetch batch is cut into parts of at most this many bytes (RFC822.SIZE), each
+    #: fetched, committed and acknowledged on its own: big mail is never held whole.
+    batch_bytes: int = 16 * 1024 * 1024
     idle_seconds: float = 600.0
     poll_seconds: float = 60.0
     max_message_bytes: int = 50 * 1024 * 1024
@@ -186,6 +189,7 @@ def load_settings(
         state_dir=state_dir,
         ack=AckMode.parse(env.get("MAILBOT_ACK", ACK_FLAG)),
         batch=int(_number(env, "MAILBOT_BATCH", 50)),
+        batch_bytes=int(_number(env, "MAILBOT_BATCH_BYTES", 16 * 1024 * 1024)),
         idle_seconds=min(_number(env, "MAILBOT_IDLE_SECONDS", 600.0), 25 * 60.0),
         poll_seconds=_number(env, "MAILBOT_POLL_SECONDS", 60.0),
         max_message_bytes=int(_number(env, "MAILBOT_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)),

@@ -7,8 +7,8 @@ The worker returns a :class:`Prepared` per message: the frozen
 :class:`~mailbot.domain.ParsedMessage` (plain strings and tuples: cheap to pickle) and its new
 text (quotes stripped, for the ruleset's languages: the other costly step that needs no
 database); or an :class:`Unparsed` with the reason intake quarantines under. Chunks grow
-(1, 2, 4, then ``chunk``) so that intake starts on a batch as soon as its first message is
-parsed.
+(1, 2, 4, then ``chunk`` messages, and at most ``CHUNK_BYTES``) so that intake starts on a
+batch as soon as its first message is parsed.
 
 Where it does not pay it is not used: a batch of fewer than ``min_batch`` messages (a single
 message pushed by IDLE is parsed in the daemon, without a round trip), or no worker
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: A worker looks this often whether the daemon that started it is still there.
 DAEMON_WATCH_SECONDS = 1.0
+#: A chunk handed to a worker holds at most this many bytes of mail (or one bigger message).
+CHUNK_BYTES = 4 * 1024 * 1024
 #: Messages above this size are never parsed on the event loop's thread.
 PARSE_IN_THREAD_BYTES = 256 * 1024
 
@@ -92,15 +94,24 @@ def prepare_chunk(raws: list[bytes], languages: tuple[str, ...]) -> list[Parsed]
     return [prepare(raw, languages) for raw in raws]
 
 
-def chunk_sizes(count: int, largest: int) -> list[int]:
-    """``count`` split into chunks of 1, 2, 4... up to ``largest``."""
-    sizes: list[int] = []
-    size = 1
-    while count > 0:
-        sizes.append(min(size, count))
-        count -= sizes[-1]
-        size = min(size * 2, largest)
-    return sizes
+def chunked(
+    indexes: Sequence[int], sizes: Sequence[int], largest: int, max_bytes: int
+) -> list[list[int]]:
+    """``indexes`` in order, in chunks of 1, 2, 4... up to ``largest`` messages, and of at
+    most ``max_bytes`` (``sizes[i]``: message i's size; a bigger message is a chunk of its
+    own): every chunk is copied into a pickle here and out of it in the worker."""
+    chunks: list[list[int]] = []
+    target, total = 1, 0
+    for index in indexes:
+        if chunks and len(chunks[-1]) < target and total + sizes[index] <= max_bytes:
+            chunks[-1].append(index)
+            total += sizes[index]
+            continue
+        if chunks:
+            target = min(target * 2, largest)
+        chunks.append([index])
+        total = sizes[index]
+    return chunks
 
 
 class ParseWorkers:
@@ -181,10 +192,8 @@ class ParseWorkers:
         else:
             wanted = [i for i, raw in enumerate(raws) if len(raw) > PARSE_IN_THREAD_BYTES]
         loop = asyncio.get_running_loop()
-        start = 0
-        for size in chunk_sizes(len(wanted), self.chunk):
-            indexes = wanted[start : start + size]
-            start += size
+        lengths = [len(raw) for raw in raws]
+        for indexes in chunked(wanted, lengths, self.chunk, CHUNK_BYTES):
             executor = self._executor()
             if executor is None:
                 break  # given up: the rest is parsed here

@@ -1,8 +1,9 @@
 """The IMAP poller: UID checkpoint, batched BODY.PEEK[] fetches, ack after commit, IDLE.
 
 For each batch: sizes first (``RFC822.SIZE``; oversized mail is recorded and left on the
-server), then the bodies, then ``Intake.accept`` per message (each commits the message and the
-checkpoint together), then one ranged STORE or MOVE for the UIDs that committed. A crash
+server), then the bodies in parts of at most ``MAILBOT_BATCH_BYTES``, each part's messages
+through ``Intake.accept`` (a savepoint each) and committed with the checkpoint in one
+transaction, then one ranged STORE or MOVE for the UIDs that committed. A crash
 between commit and ack leaves committed mail unacknowledged on the server; the next sync
 acknowledges it (``_reconcile``), and the UID checkpoint plus Message-ID/hash dedup mean it is
 never stored twice.
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.transactions import in_transaction
@@ -55,6 +56,22 @@ def mailbox_key(endpoint: Endpoint) -> str:
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def by_size(uids: Sequence[int], sizes: Mapping[int, int], limit: int) -> list[list[int]]:
+    """``uids`` in order, cut into parts whose sizes add up to at most ``limit`` bytes; a
+    message bigger than ``limit`` is a part of its own."""
+    parts: list[list[int]] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if parts and total + size <= limit:
+            parts[-1].append(uid)
+            total += size
+        else:
+            parts.append([uid])
+            total = size
+    return parts
 
 
 _CANNOT_WRITE = (
@@ -136,23 +153,52 @@ class MailboxPoller:
         return handled
 
     async def _process_batch(self, session: ImapSession, batch: list[int]) -> int:
-        """Group commit: one transaction for the batch, a savepoint per message, then ack.
+        """Group commit: one transaction per part of the batch, a savepoint per message, then
+        ack.
 
-        Each message is atomic on its own (``Intake.accept`` opens a nested transaction, a
-        SAVEPOINT), the batch commits once (one fsync), and only then are the UIDs
-        acknowledged on the server. A database error rolls the whole batch back and nothing
-        is acknowledged: the batch is fetched again after the reconnect.
+        Sizes first: oversized mail is recorded and left on the server, and the rest is cut
+        into parts of at most ``MAILBOT_BATCH_BYTES`` (at least one message each), so that
+        a batch of big mail is never held in memory whole. Each message is atomic on its own
+        (``Intake.accept`` opens a nested transaction, a SAVEPOINT), a part commits once (one
+        fsync), and only then are its UIDs acknowledged on the server. A database error
+        rolls the part back and nothing of it is acknowledged: it is fetched again after the
+        reconnect.
         """
         sizes = await session.fetch_sizes(batch)
         limit = self.settings.max_message_bytes
         oversized = [uid for uid in batch if sizes.get(uid, 0) > limit]
         wanted = [uid for uid in batch if uid in sizes and sizes[uid] <= limit]
-        fetched = await session.fetch(wanted) if wanted else []
+        parts = by_size(wanted, sizes, self.settings.batch_bytes) or [[]]
+        handled = 0
+        for index, part in enumerate(parts):
+            if index and self._stop is not None and self._stop.is_set():
+                break  # SIGTERM: the part in hand is finished, no new one is fetched
+            last = index == len(parts) - 1
+            handled += await self._process_part(
+                session,
+                part,
+                oversized=oversized if index == 0 else [],
+                sizes=sizes,
+                # Every UID up to here is handled (or vanished, expunged by another client).
+                checkpoint=max(batch) if last else max(part),
+            )
+        return handled
+
+    async def _process_part(
+        self,
+        session: ImapSession,
+        part: list[int],
+        *,
+        oversized: list[int],
+        sizes: dict[int, int],
+        checkpoint: int,
+    ) -> int:
+        fetched = await session.fetch(part) if part else []
         outcomes: Counter[Disposition] = Counter()
         answered = False
         raws = [message.raw for message in fetched]
         languages = tuple(self.intake.policy.rules.languages)
-        # A worker parses the batch ahead while the messages are stored one by one; a
+        # A worker parses the part ahead while the messages are stored one by one; a
         # database error drops what it has not started.
         with parse_ahead(self.parsers, raws, languages) as parsing:
             async with in_transaction():
@@ -170,14 +216,12 @@ class MailboxPoller:
                     outcome = await self.intake.accept(message.raw, origin, parsed)
                     outcomes[outcome.disposition] += 1
                     answered |= outcome.reply is not None
-                # Every UID of the batch is now handled (or vanished, expunged by another
-                # client).
-                await advance_checkpoint(self.key, session.uidvalidity, max(batch))
+                await advance_checkpoint(self.key, session.uidvalidity, checkpoint)
         for disposition, count in outcomes.items():
             self.stats[disposition] += count
         if answered:
             self.on_stored()
-        acknowledged = sorted([*oversized, *(m.uid for m in fetched)])
+        acknowledged = sorted([*oversized, *part])
         if acknowledged:
             await self._ack(session, acknowledged)
         return len(acknowledged)

@@ -272,6 +272,50 @@ async def test_a_batch_is_the_same_whether_a_worker_parses_it_or_not(
     assert row.error is not None and row.error.startswith("unparseable: ")
 
 
+async def test_a_batch_of_big_mail_is_fetched_committed_and_acknowledged_in_parts(
+    imap_server: Any,
+    smtp_sink: Any,
+    rules_file: Path,
+    policy: Policy,
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(
+        imap_server,
+        smtp_sink,
+        rules_file,
+        database,
+        MAILBOT_BATCH_BYTES="9000",  # two of the 4 KB messages a part
+        MAILBOT_MAX_MESSAGE_BYTES="20000",
+    )
+    raws = [
+        mail(f"C{n} <c{n}@example.org>", f"Screenshot {n}", f"See below.\n{'x' * 4000}")[1]
+        for n in range(5)
+    ]
+    raws.insert(2, mail("Big <big@example.org>", "Huge", "y" * 30000)[1])  # left on the server
+    await append(imap_server, *raws)
+    caplog.set_level("DEBUG", logger="mailbot.mailbox.imap")
+    report = await Daemon(settings, policy).run_once()
+    assert report.ingested[Disposition.STORED] == 5
+    assert report.ingested[Disposition.QUARANTINED] == 1
+    fetches = [r.getMessage() for r in caplog.records if "fetched" in r.getMessage()]
+    assert [f.split("fetched ")[1] for f in fetches] == [
+        "2 of 2 messages",
+        "2 of 2 messages",
+        "1 of 1 messages",
+    ]
+    assert settings.imap is not None
+    session = await ImapSession.open(settings.imap)
+    try:
+        done = await session.search(f"KEYWORD {DONE_KEYWORD}")
+        uids = await session.search_uids(1)
+    finally:
+        await session.close()
+    assert len(done) == 6  # the oversized one too: recorded, acknowledged, left there
+    state = await MailboxState.get()
+    assert state.last_uid == max(uids)
+
+
 async def test_oversized_mail_is_recorded_and_left_on_the_server(
     imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
 ) -> None:

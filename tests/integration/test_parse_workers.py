@@ -21,7 +21,7 @@ from mailbot.ingest.parse_workers import (
     ParseWorkers,
     Prepared,
     Unparsed,
-    chunk_sizes,
+    chunked,
     prepare,
 )
 
@@ -63,12 +63,21 @@ async def _all(workers: ParseWorkers, raws: list[bytes]) -> list[Any]:
     return [await batch.get(i) for i in range(len(raws))]
 
 
-def test_chunks_grow_to_the_largest() -> None:
-    assert chunk_sizes(0, 8) == []
-    assert chunk_sizes(1, 8) == [1]
-    assert chunk_sizes(20, 8) == [1, 2, 4, 8, 5]
-    assert chunk_sizes(50, 8) == [1, 2, 4, 8, 8, 8, 8, 8, 3]
-    assert sum(chunk_sizes(37, 3)) == 37
+def test_chunks_grow_to_the_largest_within_their_bytes() -> None:
+    def lengths(count: int, largest: int, sizes: list[int] | None = None) -> list[int]:
+        sizes = sizes or [100] * count
+        chunks = chunked(list(range(count)), sizes, largest, 1000)
+        assert [i for chunk in chunks for i in chunk] == list(range(count))
+        return [len(chunk) for chunk in chunks]
+
+    assert lengths(0, 8) == []
+    assert lengths(1, 8) == [1]
+    assert lengths(20, 8) == [1, 2, 4, 8, 5]
+    assert lengths(50, 8) == [1, 2, 4, 8, 8, 8, 8, 8, 3]
+    assert sum(lengths(37, 3)) == 37
+    # At most 1,000 bytes a chunk; a bigger message alone.
+    assert lengths(6, 8, [100, 600, 500, 2000, 300, 300]) == [1, 1, 1, 1, 2]
+    assert chunked([1, 3, 5], [0, 400, 0, 400, 0, 400], 8, 1000) == [[1], [3, 5]]
 
 
 async def test_a_worker_prepares_what_the_daemon_would(workers: ParseWorkers) -> None:
