@@ -76,13 +76,13 @@ LANGUAGES = ["sv", "en", "it"]
 COLUMNS = {
     "ticket": "id status plan customer customer_name language subject created_at updated_at"
     " deadline severity urgent priority assignee team account category howto wiki_redirect"
-    " resolved_at spam linked_ticket_id",
+    " resolved_at spam linked_ticket_id mailbox",
     "participant": "id ticket_id address role",
     "message": "id ticket_id direction state message_id mailbox uidvalidity uid source"
     " content_hash raw_bytes from_addr subject text sent_date received_at auto_generated"
     " auto_reason bounce error role rules_version",
     "outbox": "id ticket_id message_id kind mail_from rcpt_to status attempts next_attempt_at"
-    " claimed_at created_at sent_at last_error",
+    " claimed_at created_at sent_at last_error mailbox",
     "ticket_clock": "id ticket_id name status started_at due_at breached_at stopped_at",
     "clock_event": "id ticket_id kind clock at",
     "reminder": "id ticket_id clock kind recipient due_at status decided_at note",
@@ -244,6 +244,7 @@ def chunks(tickets: int, now: datetime, size: int = 5_000) -> Iterator[dict[str,
                     None,
                     False,
                     None,
+                    "",  # the mailbox: "" for a daemon of one mailbox
                 )
             ],
             "participant": [(i, i, addr, "customer")],
@@ -263,6 +264,7 @@ def chunks(tickets: int, now: datetime, size: int = 5_000) -> Iterator[dict[str,
                     created,
                     created,
                     None,
+                    "",
                 ),
                 (
                     2 * i,
@@ -278,6 +280,7 @@ def chunks(tickets: int, now: datetime, size: int = 5_000) -> Iterator[dict[str,
                     created,
                     created,
                     None,
+                    "",
                 ),
             ],
             "ticket_clock": [
