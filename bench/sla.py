@@ -75,8 +75,10 @@ async def populate(path: Path, tickets: int) -> None:
     iso = lambda t: t.isoformat()  # noqa: E731
     db.executemany(
         "INSERT INTO ticket (id, status, plan, customer, customer_name, language, subject,"
-        " created_at, updated_at, deadline, severity, urgent, priority)"
-        " VALUES (?, 'open', 'ultimate', ?, '', 'sv', 'Benchmark', ?, ?, ?, 'L4', 0, 30)",
+        " created_at, updated_at, deadline, severity, urgent, priority, category, howto, spam,"
+        " mailbox)"
+        " VALUES (?, 'open', 'ultimate', ?, '', 'sv', 'Benchmark', ?, ?, ?, 'L4', 0, 30, '',"
+        " 0, 0, '')",
         (
             (i, f"c{i}@shop.example", iso(now), iso(now), iso(now + timedelta(hours=4 + i % 97)))
             for i in range(1, tickets + 1)
