@@ -302,7 +302,8 @@ class ParsedBatch:
             if self._workers is not None:
                 self._workers.reparsed += 1
                 self._workers._replace(executor)
-            # The chunk's other messages are prepared here likewise, when their turn comes.
+            for other in indexes:  # the chunk's others: prepared here when their turn comes
+                self._chunks.pop(other, None)
             return await prepare_here(self._raws[index], self._languages)
         for other, result in zip(indexes, results, strict=True):
             if other != index:
