@@ -45,6 +45,16 @@ class InlineConnection(aiosqlite.Connection):
         self.inline_calls = 0
         self.threaded_calls = 0
 
+    def _execute_insert(self, sql: str, parameters: Any) -> tuple[int | None]:  # type: ignore[override]
+        """aiosqlite's, without its second statement (``SELECT last_insert_rowid()``): the
+        cursor has the row id already. A tuple where aiosqlite returns a ``Row``: its callers
+        (tortoise's ``execute_insert``) read ``[0]`` only."""
+        cursor = self._conn.execute(sql, parameters)
+        try:
+            return (cursor.lastrowid,)
+        finally:
+            cursor.close()
+
     def _written(self, conn: sqlite3.Connection) -> bool:
         return conn.in_transaction and conn.total_changes > self._changes_at_begin
 

@@ -59,8 +59,10 @@ async def test_a_batch_runs_inline_once_it_has_written(database: str) -> None:
     ran: list[tuple[str, bool]] = []  # (statement, on the event loop's thread)
 
     def trace(statement: str) -> None:
-        if statement != "SELECT last_insert_rowid()":  # part of its INSERT's call
-            ran.append((statement.split()[0].upper(), threading.get_ident() == loop_thread))
+        ran.append((statement.split()[0].upper(), threading.get_ident() == loop_thread))
+        statements.append(statement)
+
+    statements: list[str] = []
 
     await raw._execute(raw._conn.set_trace_callback, trace)
     try:
@@ -80,6 +82,30 @@ async def test_a_batch_runs_inline_once_it_has_written(database: str) -> None:
     # After it, the transaction holds the write lock: the rest of the batch runs inline.
     after = ran[first_write + 1 : -1]
     assert len(after) > 20 and all(inline for _, inline in after), after
+    # An INSERT's row id comes from its cursor, not from a second statement.
+    assert "SELECT last_insert_rowid()" not in statements
+    rows = await Message.filter(direction="in").order_by("id").values_list("id", "message_id")
+    assert [message_id for _, message_id in rows] == [f"<m{i}@shop.example>" for i in range(3)]
+
+
+async def test_an_insert_returns_the_new_row_id(database: str) -> None:
+    await Message.exists(id=1)  # connected
+    conn = connections.get("default")
+    await conn.execute_script("CREATE TABLE scratch (id INTEGER PRIMARY KEY, name TEXT)")
+    insert = "INSERT INTO scratch (name) VALUES (?)"
+    async with in_transaction() as tx:
+        ids = [await tx.execute_insert(insert, [name]) for name in ("a", "b", "c")]
+    await conn.execute_insert("INSERT INTO scratch (id, name) VALUES (?, ?)", [100, "d"])
+    ids.append(await conn.execute_insert(insert, ["e"]))  # outside a transaction: threaded
+    rows = await conn.execute_query_dict("SELECT id, name FROM scratch ORDER BY id")
+    assert [(r["id"], r["name"]) for r in rows] == [
+        (ids[0], "a"),
+        (ids[1], "b"),
+        (ids[2], "c"),
+        (100, "d"),
+        (ids[3], "e"),
+    ]
+    assert ids == [1, 2, 3, 101]
 
 
 async def test_waiting_for_another_writer_never_blocks_the_event_loop(database: str) -> None:
