@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiosmtplib
+from tortoise import connections
 from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -41,7 +42,7 @@ from mailbot.errors import (
 )
 from mailbot.oauth import basic_auth_refusal
 from mailbot.tickets.models import Message, OutboxRow, OutboxStatus
-from mailbot.tickets.raw_sql import db_value, dialect_sql, table
+from mailbot.tickets.raw_sql import db_value, dialect_sql, python_value, table
 
 log = logging.getLogger(__name__)
 
@@ -409,30 +410,46 @@ class OutboxSender:
             await self._record_failure(row, error)
 
     async def _send_row(self, smtp: aiosmtplib.SMTP, row_id: int) -> bool:
-        """Send a row this drain has claimed; whether it was sent."""
-        row = await OutboxRow.filter(id=row_id).first()
-        if row is None:
+        """Send a row this drain has claimed; whether it was sent. The row and its mail are
+        read in one statement, and recorded sent in one (in a commit of its own)."""
+        conn = connections.get("default")
+        found = await conn.execute_query_dict(
+            dialect_sql(
+                conn,
+                f"SELECT o.mail_from, o.rcpt_to, o.attempts, o.ticket_id, m.raw_bytes,"
+                f" m.message_id FROM {table(OutboxRow)} o JOIN {table(Message)} m"
+                " ON m.id = o.message_id WHERE o.id = ?",
+            ),
+            [row_id],
+        )
+        if not found:
             return False
-        message = await Message.get(id=row.message_id).only("id", "raw_bytes", "message_id")
+        row = found[0]
+        raw = python_value(Message, "raw_bytes", row["raw_bytes"])
         try:
-            response = await self.transport.send(
-                smtp, row.mail_from, row.rcpt_to, message.raw_bytes
-            )
+            response = await self.transport.send(smtp, row["mail_from"], row["rcpt_to"], raw)
         except (SmtpTransientError, SmtpPermanentError) as error:
-            await self._record_failure(row, error)
+            await self._record_failure(await OutboxRow.get(id=row_id), error)
             return False
-        await OutboxRow.filter(id=row.id).update(
-            status=OutboxStatus.SENT,
-            sent_at=self.clock.now(),
-            attempts=row.attempts + 1,
-            last_error=None,
+        await conn.execute_query(
+            dialect_sql(
+                conn,
+                f"UPDATE {table(OutboxRow)} SET status = ?, sent_at = ?, attempts = ?,"
+                " last_error = NULL WHERE id = ?",
+            ),
+            [
+                OutboxStatus.SENT.value,
+                db_value(OutboxRow, "sent_at", self.clock.now()),
+                int(row["attempts"]) + 1,
+                row_id,
+            ],
         )
         log.info(
             "sent outbox row %d message-id %s ticket #%s to %s: %s",
-            row.id,
-            message.message_id,
-            row.ticket_id,
-            row.rcpt_to,
+            row_id,
+            row["message_id"],
+            row["ticket_id"],
+            row["rcpt_to"],
             response.strip(),
         )
         return True
