@@ -29,6 +29,7 @@ from mailbot.rules.deadline import format_deadline
 from mailbot.sla.clocks import ClockStatus
 from mailbot.sla.plan import SlaStatus
 from mailbot.tickets.models import Direction, Message, Ticket, TicketClock
+from mailbot.tickets.raw_sql import dialect_sql, python_value, table
 from mailbot.tickets.service import queue_outgoing
 from mailbot.tickets.timebank import account_balance
 
@@ -49,8 +50,22 @@ async def ticket_summary(
     rules = policy.rules
     names = CLOCK_NAMES.get(language, CLOCK_NAMES["en"])
     if clocks is None:
-        rows = await TicketClock.filter(ticket_id=ticket.id).using_db(conn).order_by("id")
-        clocks = [(row.name, row.status, row.due_at) for row in rows]
+        rows = await conn.execute_query_dict(
+            dialect_sql(
+                conn,
+                f"SELECT name, status, due_at FROM {table(TicketClock)} WHERE ticket_id = ?"
+                " ORDER BY id",
+            ),
+            [ticket.id],
+        )
+        clocks = [
+            (
+                str(row["name"]),
+                ClockStatus(row["status"]),
+                python_value(TicketClock, "due_at", row["due_at"]),
+            )
+            for row in rows
+        ]
     deadlines = tuple(
         Deadline(
             clock=name,
@@ -89,25 +104,28 @@ async def ticket_summary(
     )
 
 
-async def _thread(conn: BaseDBAsyncClient, ticket_id: int, **where: object) -> Thread:
-    ids = [
-        mid
-        for mid in await Message.filter(ticket_id=ticket_id, message_id__not_isnull=True, **where)
-        .using_db(conn)
-        .order_by("-id")
-        .limit(_CHAIN)
-        .values_list("message_id", flat=True)
-        if mid
-    ]
+async def _thread(conn: BaseDBAsyncClient, ticket_id: int, where: str, *values: str) -> Thread:
+    """The ticket's latest ``_CHAIN`` Message-IDs of the messages that match ``where`` (a
+    condition with ``?`` for ``values``): the last is the parent, the rest the references.
+    Hand-written: it runs for every customer reply (the query builder cost ~0.5 ms)."""
+    rows = await conn.execute_query_dict(
+        dialect_sql(
+            conn,
+            f"SELECT message_id FROM {table(Message)} WHERE ticket_id = ? AND"
+            f" message_id IS NOT NULL AND {where} ORDER BY id DESC LIMIT {_CHAIN}",
+        ),
+        [ticket_id, *values],
+    )
+    ids = [str(row["message_id"]) for row in rows if row["message_id"]]
     if not ids:
         return Thread()
     ids.reverse()
-    return Thread(parent=str(ids[-1]), references=tuple(str(i) for i in ids[:-1]))
+    return Thread(parent=ids[-1], references=tuple(ids[:-1]))
 
 
 async def agents_thread(conn: BaseDBAsyncClient, ticket_id: int) -> Thread:
     """The ticket's notifications so far: the next one answers the latest."""
-    return await _thread(conn, ticket_id, source=f"outbox:{NOTIFY}")
+    return await _thread(conn, ticket_id, "source = ?", f"outbox:{NOTIFY}")
 
 
 async def customer_thread(conn: BaseDBAsyncClient, ticket_id: int) -> Thread:
@@ -119,7 +137,8 @@ async def customer_thread(conn: BaseDBAsyncClient, ticket_id: int) -> Thread:
         .only("id")
         .first()
     )
-    chain = await _thread(conn, ticket_id, role__in=_CUSTOMER_ROLES)
+    marks = ", ".join("?" for _ in _CUSTOMER_ROLES)
+    chain = await _thread(conn, ticket_id, f"role IN ({marks})", *_CUSTOMER_ROLES)
     if latest_in is None:
         return chain
     row = await Message.get(id=latest_in.id, using_db=conn)

@@ -25,6 +25,7 @@ from mailbot.tickets.models import (
     Ticket,
     TicketClock,
 )
+from mailbot.tickets.notices import agents_thread, customer_thread, ticket_summary
 from mailbot.tickets.raw_sql import insert_row, insert_rows
 from mailbot.tickets.service import _add_participant, thread_facts
 
@@ -219,3 +220,62 @@ async def test_thread_facts_read_tickets_and_participants(database: str) -> None
     assert token is not None and token == known["<2@x>"]
     assert (token.language, token.spam, token.resolved_at) == ("sv", False, None)
     assert token.participants == frozenset({"o@example.com"})
+
+
+async def test_the_agents_and_customers_threads_end_with_the_latest_message(
+    database: str,
+) -> None:
+    ticket = await _ticket()
+    other = await _ticket()
+
+    async def message(mid: str | None, source: str, role: str, on: Ticket = ticket) -> None:
+        await Message.create(
+            ticket_id=on.id,
+            direction=Direction.OUT if source.startswith("outbox") else Direction.IN,
+            message_id=mid,
+            source=source,
+            role=role,
+            content_hash=mid or "none",
+            raw_bytes=b"",
+            received_at=NOW,
+        )
+
+    await message("<c1@x>", "imap", "customer")
+    for n in range(1, 24):  # more than the chain keeps
+        await message(f"<n{n}@x>", "outbox:notify", "internal")
+    await message(None, "outbox:notify", "internal")  # no Message-ID: not part of it
+    await message("<a1@x>", "outbox:ack", "system")
+    await message("<c2@x>", "imap", "customer")
+    await message("<z@x>", "outbox:notify", "internal", on=other)
+    async with in_transaction() as conn:
+        agents = await agents_thread(conn, ticket.id)
+        customers = await customer_thread(conn, ticket.id)
+        empty = await agents_thread(conn, 999_999)
+    assert agents.parent == "<n23@x>"
+    assert agents.references == tuple(f"<n{n}@x>" for n in range(4, 23))  # 19 before it
+    assert customers.parent == "<c2@x>"
+    assert customers.references == ("<c1@x>", "<a1@x>")
+    assert (empty.parent, empty.references) == (None, ())
+
+
+async def test_a_summary_reads_the_clocks_as_the_orm_would(database: str) -> None:
+    from mailbot.policy import load_policy
+
+    policy = load_policy(ROOT / "rules.yaml", ROOT / "templates")
+    ticket = await _ticket()
+    due = NOW + timedelta(hours=4)
+    await TicketClock.create(ticket_id=ticket.id, name="first_response", started_at=NOW, due_at=due)
+    await TicketClock.create(
+        ticket_id=ticket.id,
+        name="resolution",
+        status=ClockStatus.CLOSED,
+        started_at=NOW,
+        due_at=None,
+    )
+    async with in_transaction() as conn:
+        summary = await ticket_summary(conn, policy, ticket, NOW, "en")
+        given = await ticket_summary(
+            conn, policy, ticket, NOW, "en", [("first_response", ClockStatus.RUNNING, due)]
+        )
+    assert summary.deadlines == given.deadlines
+    assert [d.clock for d in summary.deadlines] == ["first_response"]  # closed: not shown
