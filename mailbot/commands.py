@@ -514,7 +514,7 @@ async def import_paths(settings: Settings, paths: list[Path], *, send: bool) -> 
     policy = load_policy(settings.rules_path, settings.templates_dir)
     await open_database(settings.db_url)
     counts = dict.fromkeys(Disposition, 0)
-    workers = shared_workers(settings.parse_workers) if settings.parse_workers else None
+    workers = shared_workers(settings.parse_workers)
     intake = Intake(policy, SystemClock(), signer=signer_for(settings), send_replies=send)
 
     async def accept(batch: list[tuple[str, bytes]]) -> None:

@@ -95,7 +95,7 @@ class WatchedPoller(MailboxPoller):
             settings,
             clock,
             on_stored=on_stored,
-            parsers=shared_workers(settings.parse_workers) if settings.parse_workers else None,
+            parsers=shared_workers(settings.parse_workers),
         )
         self.on_synced = on_synced
         self.last_sync: datetime | None = None

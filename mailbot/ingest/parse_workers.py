@@ -347,10 +347,12 @@ async def prepare_here(raw: bytes, languages: tuple[str, ...]) -> Parsed:
 _SHARED: ParseWorkers | None = None
 
 
-def shared_workers(processes: int) -> ParseWorkers:
+def shared_workers(processes: int) -> ParseWorkers | None:
     """The process's :class:`ParseWorkers` with ``processes`` workers (a different count
-    replaces it)."""
+    replaces it); None for none (``MAILBOT_PARSE_WORKERS=0``)."""
     global _SHARED
+    if processes <= 0:
+        return None
     if _SHARED is None or _SHARED.processes != processes:
         old, _SHARED = _SHARED, ParseWorkers(processes)
         if old is not None and old._pool is not None:

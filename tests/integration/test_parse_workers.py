@@ -24,6 +24,7 @@ from mailbot.ingest.parse_workers import (
     chunked,
     prepare,
 )
+from tests.loop_ticks import loop_ticks
 
 LANGUAGES = ("en", "sv")
 
@@ -170,25 +171,14 @@ async def test_workers_that_cannot_start_are_given_up(
 async def test_the_event_loop_turns_while_a_worker_parses(workers: ParseWorkers) -> None:
     await workers.start()
     raws = [_mail(i, attachment=PARSE_IN_THREAD_BYTES * 2) for i in range(6)]
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_ticks(0.001) as ticks:
         batch = workers.parse_ahead(raws, LANGUAGES)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await batch.get(len(raws) - 1)
         elapsed = loop.time() - started
-    finally:
-        ticker.cancel()
     # At least a tick every 10 ms while the worker parsed (a parse here would hold the loop).
-    assert ticks >= elapsed / 0.01, (ticks, elapsed)
+    assert ticks.count >= elapsed / 0.01, (ticks.count, elapsed)
 
 
 _ORPHAN_SCRIPT = """

@@ -3,7 +3,6 @@ hop, and that a wait for another process's write lock never blocks the event loo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import threading
@@ -25,6 +24,7 @@ from mailbot.tickets.models import MailboxState, Message
 from mailbot.tickets.service import Origin
 from mailbot.tickets.sqlite_inline import InlineConnection
 from tests.db import POSTGRES_ENV
+from tests.loop_ticks import loop_ticks
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -116,26 +116,15 @@ async def test_waiting_for_another_writer_never_blocks_the_event_loop(database: 
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
         release = threading.Timer(0.6, lambda: other.execute("COMMIT"))
         release.start()  # ... for 0.6 s, released from its own thread
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        try:
+        async with loop_ticks(0.01) as ticks:
+            started = time.perf_counter()
             async with in_transaction() as conn:  # its first write waits for the lock
                 await MailboxState.create(using_db=conn, key="k", uidvalidity=1, last_uid=0)
-        finally:
-            task.cancel()
         waited = time.perf_counter() - started
         release.join()
     finally:
         other.close()
     assert waited >= 0.5
     # The loop went on while the write waited (a blocked loop would not tick at all).
-    assert ticks >= 20, (ticks, waited)
+    assert ticks.count >= 20, (ticks.count, waited)
     assert await MailboxState.filter(key="k").count() == 1

@@ -45,6 +45,7 @@ from mailbot.outbound.sender import (
 from mailbot.settings import load_settings
 from mailbot.tickets.models import OutboxRow, OutboxStatus
 from tests.integration.test_sender import queue
+from tests.loop_ticks import loop_ticks
 from tests.servers.dovecot import DovecotServer, dovecot_missing_reason
 from tests.servers.oauth_server import OAuthServer, running_oauth_server
 
@@ -120,20 +121,9 @@ async def test_one_refresh_in_flight(oauth: OAuthServer) -> None:
 async def test_the_refresh_does_not_block_the_event_loop(oauth: OAuthServer) -> None:
     oauth.delay = 0.5
     tokens = TokenSource(oauth.config(oauth.add_account("alice")))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    try:
+    async with loop_ticks(0.02) as ticks:
         await tokens.token()
-    finally:
-        task.cancel()
-    assert ticks >= 10  # ~25 while the POST waited half a second in its thread
+    assert ticks.count >= 10  # ~25 while the POST waited half a second in its thread
 
 
 async def test_rotated_refresh_token_replaces_the_old_one(
