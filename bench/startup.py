@@ -62,7 +62,7 @@ from common import (
 )
 
 from mailbot.devservers.smtp_sink import running_smtp_sink
-from mailbot.tickets.database import close_database, open_database, sqlite_url
+from mailbot.tickets.database import close_database, open_database, sqlite_path, sqlite_url
 
 Row = tuple[Any, ...]
 TARGET_S = 5.0
@@ -358,7 +358,9 @@ async def reset(db: str | None, work: Path) -> str:
 
 
 def populate_sqlite(url: str, tickets: int, now: datetime) -> None:
-    db = sqlite3.connect(url.removeprefix("sqlite://").split("?")[0])
+    path = sqlite_path(url)
+    assert path is not None
+    db = sqlite3.connect(path)
     try:
         for chunk in chunks(tickets, now):
             for name, columns in COLUMNS.items():

@@ -27,13 +27,18 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite://{path.resolve()}"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite://`` URL names (its pragmas dropped); None for PostgreSQL."""
+    if not url.startswith("sqlite://"):
+        return None
+    return Path(url.removeprefix("sqlite://").split("?")[0])
+
+
 async def sqlite_file_missing(url: str) -> bool:
     """Whether ``url`` names a SQLite file that does not exist yet (False for PostgreSQL):
     the read-only commands must not create it by opening it."""
-    if not url.startswith("sqlite://"):
-        return False
-    path = Path(url.removeprefix("sqlite://").split("?")[0])
-    return not await asyncio.to_thread(path.exists)
+    path = sqlite_path(url)
+    return path is not None and not await asyncio.to_thread(path.exists)
 
 
 def normalise_db_url(url: str) -> str:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from mailbot.tickets.database import sqlite_path
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,7 +39,8 @@ async def test_the_startup_benchmark_fills_the_current_schema(tmp_path: Path) ->
     startup = _load("startup")
     url = await startup.reset(None, tmp_path)
     await startup.populate(url, 30)
-    path = Path(url.removeprefix("sqlite://").split("?")[0])
+    path = sqlite_path(url)
+    assert path is not None
     assert _counts(path, "ticket", "message", "outbox", "ticket_clock", "reminder") == {
         "ticket": 30,
         "message": 90,

@@ -26,6 +26,7 @@ from mailbot.tickets import schema_migrate
 from mailbot.tickets.database import (
     close_database,
     open_database,
+    sqlite_path,
     sqlite_url,
 )
 from mailbot.tickets.models import Message, Ticket
@@ -68,7 +69,8 @@ async def _recreate_empty(url: str) -> None:
     if PG_URL:
         await _empty_postgres(url)
     else:
-        path = Path(url.removeprefix("sqlite://").split("?")[0])
+        path = sqlite_path(url)
+        assert path is not None
         for file in path.parent.glob(path.name + "*"):
             file.unlink()
 
@@ -504,7 +506,7 @@ async def test_two_daemons_starting_on_an_empty_database_create_it_once(
     empty_url: str,
 ) -> None:
     url = empty_url
-    lock_file = Path(url.removeprefix("sqlite://").split("?")[0] + ".migrate-lock")
+    lock_file = Path(f"{sqlite_path(url)}.migrate-lock")
     await open_database(url, create_schema=False)
     try:
         async with schema_migrate.schema_lock(url):  # held here until both wait for it
