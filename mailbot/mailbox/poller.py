@@ -3,10 +3,11 @@
 For each batch: sizes first (``RFC822.SIZE``; oversized mail is recorded and left on the
 server), then the bodies in parts of at most ``MAILBOT_BATCH_BYTES``, each part's messages
 through ``Intake.accept`` (a savepoint each) and committed with the checkpoint in one
-transaction, then one ranged STORE or MOVE for the UIDs that committed. A crash
-between commit and ack leaves committed mail unacknowledged on the server; the next sync
-acknowledges it (``_reconcile``), and the UID checkpoint plus Message-ID/hash dedup mean it is
-never stored twice.
+transaction, then one ranged STORE or MOVE for the UIDs that committed. The next part
+downloads while one is stored (so at most two parts are in memory). A crash between commit
+and ack leaves committed mail unacknowledged on the server; the next sync acknowledges it
+(``_reconcile``), and the UID checkpoint plus Message-ID/hash dedup mean it is never stored
+twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tortoise.exceptions import DBConnectionError, OperationalError
 from tortoise.transactions import in_transaction
@@ -32,7 +35,7 @@ from mailbot.errors import (
 )
 from mailbot.ingest.parse_workers import ParseWorkers, parse_ahead
 from mailbot.ingest.pipeline import Intake
-from mailbot.mailbox.imap import ImapSession
+from mailbot.mailbox.imap import FetchedMessage, ImapSession
 from mailbot.settings import DONE_KEYWORD, Settings
 from mailbot.tickets.service import (
     Origin,
@@ -72,6 +75,23 @@ def by_size(uids: Sequence[int], sizes: Mapping[int, int], limit: int) -> list[l
             parts.append([uid])
             total = size
     return parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Part of a fetch batch: the UIDs to download, the batch's oversized UIDs (on its first
+    part), the batch's sizes, and the UID checkpoint once the part is committed."""
+
+    uids: list[int]
+    oversized: list[int]
+    sizes: dict[int, int]
+    checkpoint: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    part: _Part
+    messages: list[FetchedMessage]
 
 
 _CANNOT_WRITE = (
@@ -145,67 +165,81 @@ class MailboxPoller:
             await self._reconcile(session, last_uid)
             self._reconciled = session
         uids = await session.search_uids(last_uid + 1)
+        plan = self._plan(session, uids)
         handled = 0
-        for batch in chunks(uids, self.settings.batch):
-            if self._stop is not None and self._stop.is_set():
-                break  # SIGTERM: the batch in hand is finished, no new one is fetched
-            handled += await self._process_batch(session, batch)
+        # The next part downloads while this one is stored: the IMAP server's work and the
+        # wire overlap the intake. One command at a time on the connection still: the
+        # acknowledgement waits for the download in flight.
+        ahead: asyncio.Future[_Fetched | None]
+        ahead = asyncio.ensure_future(self._download(session, plan))
+        try:
+            while (fetched := await ahead) is not None:
+                if self._stop is not None and self._stop.is_set():
+                    break  # SIGTERM: the part in hand is finished, nothing more is stored
+                ahead = asyncio.ensure_future(self._download(session, plan))
+                handled += await self._process_part(session, fetched, ahead)
+        except BaseException:
+            ahead.cancel()  # a command cut short: the session is broken and is not reused
+            raise
+        finally:
+            if not ahead.done():
+                await asyncio.wait([ahead])  # a download in flight ends: the session stays usable
+            if not ahead.cancelled():
+                ahead.exception()  # its error was raised above, or does not matter any more
+            await plan.aclose()
         return handled
 
-    async def _process_batch(self, session: ImapSession, batch: list[int]) -> int:
-        """Group commit: one transaction per part of the batch, a savepoint per message, then
-        ack.
-
-        Sizes first: oversized mail is recorded and left on the server, and the rest is cut
-        into parts of at most ``MAILBOT_BATCH_BYTES`` (at least one message each), so that
-        a batch of big mail is never held in memory whole. Each message is atomic on its own
-        (``Intake.accept`` opens a nested transaction, a SAVEPOINT), a part commits once (one
-        fsync), and only then are its UIDs acknowledged on the server. A database error
-        rolls the part back and nothing of it is acknowledged: it is fetched again after the
-        reconnect.
+    async def _plan(self, session: ImapSession, uids: list[int]) -> AsyncGenerator[_Part, None]:
+        """The parts to fetch, batch by batch: sizes first (oversized mail is recorded and
+        left on the server), the rest cut into parts of at most ``MAILBOT_BATCH_BYTES`` (at
+        least one message each), so that a batch of big mail is never held in memory whole.
         """
-        sizes = await session.fetch_sizes(batch)
         limit = self.settings.max_message_bytes
-        oversized = [uid for uid in batch if sizes.get(uid, 0) > limit]
-        wanted = [uid for uid in batch if uid in sizes and sizes[uid] <= limit]
-        parts = by_size(wanted, sizes, self.settings.batch_bytes) or [[]]
-        handled = 0
-        for index, part in enumerate(parts):
-            if index and self._stop is not None and self._stop.is_set():
-                break  # SIGTERM: the part in hand is finished, no new one is fetched
-            last = index == len(parts) - 1
-            handled += await self._process_part(
-                session,
-                part,
-                oversized=oversized if index == 0 else [],
-                sizes=sizes,
-                # Every UID up to here is handled (or vanished, expunged by another client).
-                checkpoint=max(batch) if last else max(part),
-            )
-        return handled
+        for batch in chunks(uids, self.settings.batch):
+            sizes = await session.fetch_sizes(batch)
+            oversized = [uid for uid in batch if sizes.get(uid, 0) > limit]
+            wanted = [uid for uid in batch if uid in sizes and sizes[uid] <= limit]
+            parts = by_size(wanted, sizes, self.settings.batch_bytes) or [[]]
+            for index, part in enumerate(parts):
+                yield _Part(
+                    uids=part,
+                    oversized=oversized if index == 0 else [],
+                    sizes=sizes,
+                    # Every UID up to here is handled (or vanished, expunged by another client).
+                    checkpoint=max(batch) if index == len(parts) - 1 else max(part),
+                )
+
+    async def _download(self, session: ImapSession, plan: AsyncIterator[_Part]) -> _Fetched | None:
+        """The next part of ``plan`` with its messages fetched; None when there is none."""
+        part = await anext(plan, None)
+        if part is None:
+            return None
+        return _Fetched(part, await session.fetch(part.uids) if part.uids else [])
 
     async def _process_part(
-        self,
-        session: ImapSession,
-        part: list[int],
-        *,
-        oversized: list[int],
-        sizes: dict[int, int],
-        checkpoint: int,
+        self, session: ImapSession, fetched: _Fetched, ahead: asyncio.Future[Any] | None = None
     ) -> int:
-        fetched = await session.fetch(part) if part else []
+        """Group commit: one transaction per part, a savepoint per message, then the ack.
+
+        Each message is atomic on its own (``Intake.accept`` opens a nested transaction, a
+        SAVEPOINT), a part commits once (one fsync), and only then are its UIDs
+        acknowledged on the server, once the download ``ahead`` has ended. A database error
+        rolls the part back and nothing of it is acknowledged: it is fetched again after
+        the reconnect.
+        """
+        part, messages = fetched.part, fetched.messages
         outcomes: Counter[Disposition] = Counter()
         answered = False
-        raws = [message.raw for message in fetched]
+        raws = [message.raw for message in messages]
         languages = tuple(self.intake.policy.rules.languages)
         # A worker parses the part ahead while the messages are stored one by one; a
         # database error drops what it has not started.
         with parse_ahead(self.parsers, raws, languages) as parsing:
             async with in_transaction():
-                for uid in oversized:
-                    if await self._record_oversized(session, uid, sizes[uid]):
+                for uid in part.oversized:
+                    if await self._record_oversized(session, uid, part.sizes[uid]):
                         outcomes[Disposition.QUARANTINED] += 1
-                for index, message in enumerate(fetched):
+                for index, message in enumerate(messages):
                     origin = Origin(
                         label=f"{self.endpoint.mailbox} uid {message.uid}",
                         mailbox=self.key,
@@ -216,13 +250,15 @@ class MailboxPoller:
                     outcome = await self.intake.accept(message.raw, origin, parsed)
                     outcomes[outcome.disposition] += 1
                     answered |= outcome.reply is not None
-                await advance_checkpoint(self.key, session.uidvalidity, checkpoint)
+                await advance_checkpoint(self.key, session.uidvalidity, part.checkpoint)
         for disposition, count in outcomes.items():
             self.stats[disposition] += count
         if answered:
             self.on_stored()
-        acknowledged = sorted([*oversized, *part])
+        acknowledged = sorted([*part.oversized, *part.uids])
         if acknowledged:
+            if ahead is not None and not ahead.done():
+                await asyncio.wait([ahead])
             await self._ack(session, acknowledged)
         return len(acknowledged)
 

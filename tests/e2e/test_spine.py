@@ -316,6 +316,63 @@ async def test_a_batch_of_big_mail_is_fetched_committed_and_acknowledged_in_part
     assert state.last_uid == max(uids)
 
 
+async def test_the_next_part_downloads_while_one_is_stored(
+    imap_server: Any,
+    smtp_sink: Any,
+    rules_file: Path,
+    policy: Policy,
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database, MAILBOT_BATCH="2")
+    raws = [mail(f"C{n} <c{n}@example.org>", f"Question {n}", "It fails.")[1] for n in range(5)]
+    await append(imap_server, *raws)
+    caplog.set_level("DEBUG", logger="mailbot.mailbox")
+    report = await Daemon(settings, policy).run_once()
+    assert report.ingested[Disposition.STORED] == 5 and report.sent == 5
+    events = [
+        r.getMessage().split(": ")[-1].split(" messages")[0]
+        for r in caplog.records
+        if "fetched" in r.getMessage() or "acknowledged" in r.getMessage()
+    ]
+    # Each part's download was under way before the part before it was acknowledged (a
+    # sync that fetched only after acknowledging would log fetched, acknowledged, ...).
+    assert [e.split()[0] for e in events] == [
+        "fetched",
+        "fetched",
+        "acknowledged",
+        "fetched",
+        "acknowledged",
+        "acknowledged",
+    ]
+
+
+async def test_a_stop_leaves_the_part_downloaded_ahead_on_the_server_and_the_session_usable(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    settings = make_settings(imap_server, smtp_sink, rules_file, database, MAILBOT_BATCH="2")
+    raws = [mail(f"C{n} <c{n}@example.org>", f"Question {n}", "It fails.")[1] for n in range(4)]
+    await append(imap_server, *raws)
+    daemon = Daemon(settings, policy)
+    stop = asyncio.Event()
+    daemon.poller._stop = stop  # as ``run`` sets it
+    daemon.poller.on_stored = stop.set  # SIGTERM while the first part is stored
+    session = await daemon.poller.open()
+    try:
+        assert await daemon.poller.sync(session) == 2
+        # The second part was downloaded but neither stored nor acknowledged, and the
+        # session is still good for the next command.
+        assert len(await session.search(f"KEYWORD {DONE_KEYWORD}")) == 2
+        assert not session.broken
+    finally:
+        await session.close()
+    assert await Ticket.all().count() == 2
+    daemon.poller.on_stored = lambda: None
+    report = await daemon.run_once()
+    assert report.ingested[Disposition.STORED] == 2
+    assert await Ticket.all().count() == 4
+
+
 async def test_oversized_mail_is_recorded_and_left_on_the_server(
     imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
 ) -> None:
@@ -475,6 +532,37 @@ async def test_a_database_that_cannot_write_acknowledges_nothing_and_loses_nothi
     assert await Ticket.all().count() == 0 and smtp_sink.messages == []
     report = await daemon.run_once()  # the database writes again: the mail is still there
     assert report.ingested[Disposition.STORED] == 1 and report.sent == 1
+
+
+async def test_a_database_error_while_the_next_part_downloads_acknowledges_nothing(
+    imap_server: Any, smtp_sink: Any, rules_file: Path, policy: Policy, database: str
+) -> None:
+    if not database.startswith("sqlite"):
+        pytest.skip("read-only is simulated with SQLite's query_only pragma")
+    from tortoise import connections
+
+    from mailbot.errors import DatabaseBusyError
+
+    settings = make_settings(imap_server, smtp_sink, rules_file, database, MAILBOT_BATCH="2")
+    daemon = Daemon(settings, policy)
+    await daemon.run_once()  # the mailbox's checkpoint exists: the failure is the message's
+    raws = [mail(f"C{n} <c{n}@example.org>", f"Question {n}", "It fails.")[1] for n in range(6)]
+    await append(imap_server, *raws)
+    connection = connections.get("default")
+    await connection.execute_script("PRAGMA query_only = ON")
+    session = await daemon.poller.open()
+    try:
+        with pytest.raises(DatabaseBusyError):
+            await daemon.poller.sync(session)
+    finally:
+        await connection.execute_script("PRAGMA query_only = OFF")
+        await session.close()
+    endpoint = settings.imap
+    assert endpoint is not None
+    async with await ImapSession.open(endpoint) as check:
+        assert await check.search(f"KEYWORD {DONE_KEYWORD}") == []
+    report = await daemon.run_once()
+    assert report.ingested[Disposition.STORED] == 6 and report.sent == 6
 
 
 async def test_a_locked_sqlite_database_acknowledges_nothing_and_the_retry_loses_nothing(
