@@ -192,9 +192,18 @@ class Daemon:
         self.lease = MailboxLeaseKeeper(self.poller.key, self.clock, seconds=settings.lease_seconds)
         self.standby: LeaseState | None = None
         self.sender = OutboxSender(
-            SmtpTransport(smtp), self.clock, on_failed=self._undeliverable, mailboxes=mailboxes
+            SmtpTransport(smtp),
+            self.clock,
+            on_failed=self._undeliverable,
+            on_sent=self.metrics.sent,
+            mailboxes=mailboxes,
         )
-        self.reminders = ReminderSweeper(lambda: self.policy, self.clock, mailboxes=mailboxes)
+        self.reminders = ReminderSweeper(
+            lambda: self.policy,
+            self.clock,
+            mailboxes=mailboxes,
+            on_decided=self.metrics.reminder_decided,
+        )
         #: Resolves wiki redirects nobody came back to (mailbot.tickets.wiki_followup).
         self.wiki_followup = WikiFollowupSweeper(
             lambda: self.policy, self.clock, mailboxes=mailboxes

@@ -123,9 +123,12 @@ class ReminderSweeper:
         clock: Clock,
         *,
         mailboxes: Sequence[str] | None = None,
+        on_decided: Callable[[ReminderStatus], None] | None = None,
     ) -> None:
         self.policy = policy
         self.clock = clock
+        #: Told each reminder this sweeper decided, once committed (the metrics' counter).
+        self.on_decided = on_decided
         #: Reminders of these mailboxes' tickets only (mailbot.tickets.scope); None: all.
         self.mailboxes = mailboxes
 
@@ -188,6 +191,8 @@ class ReminderSweeper:
                 return None  # another sweep or daemon decided it first
             if status is ReminderStatus.SENT and recipient is not None:
                 await self._queue_notice(conn, row, ticket, now, recipient)
+        if self.on_decided is not None:
+            self.on_decided(status)
         log.info(
             "reminder %d ticket #%d clock %s %s due %s: %s%s",
             row.id,

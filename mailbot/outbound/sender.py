@@ -229,6 +229,7 @@ class OutboxSender:
         *,
         retry: RetryPolicy | None = None,
         on_failed: FailureHook | None = None,
+        on_sent: Callable[[str], None] | None = None,
         mailboxes: Sequence[str] | None = None,
     ) -> None:
         #: Rows of these mailboxes only (mailbot.tickets.scope); None: every row.
@@ -237,6 +238,8 @@ class OutboxSender:
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self.on_failed = on_failed
+        #: Told the outbox kind of each row sent (the metrics' counter).
+        self.on_sent = on_sent
 
     async def requeue_stale(self) -> int:
         """Rows left in ``sending`` by a crashed sender go back to the queue."""
@@ -416,7 +419,7 @@ class OutboxSender:
         found = await conn.execute_query_dict(
             dialect_sql(
                 conn,
-                f"SELECT o.mail_from, o.rcpt_to, o.attempts, o.ticket_id, m.raw_bytes,"
+                f"SELECT o.kind, o.mail_from, o.rcpt_to, o.attempts, o.ticket_id, m.raw_bytes,"
                 f" m.message_id FROM {table(OutboxRow)} o JOIN {table(Message)} m"
                 " ON m.id = o.message_id WHERE o.id = ?",
             ),
@@ -452,6 +455,8 @@ class OutboxSender:
             row["rcpt_to"],
             response.strip(),
         )
+        if self.on_sent is not None:
+            self.on_sent(str(row["kind"]))
         return True
 
     async def _record_failure(

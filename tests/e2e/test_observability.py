@@ -71,8 +71,8 @@ async def test_metrics_of_a_running_daemon(
             await smtp_sink.wait_for(3, timeout=30)
             samples = await scrape_until(
                 port,
-                lambda s: value(s, "mailbot_outbox_rows", status="sent") == 3,
-                "3 sent outbox rows",
+                lambda s: value(s, "mailbot_mail_sent_total", kind="ack") == 3,
+                "3 acknowledgements sent",
             )
             assert value(samples, "mailbot_messages_ingested_total", outcome="stored") == 3
             assert value(samples, "mailbot_messages_ingested_total", outcome="duplicate") == 0

@@ -250,14 +250,24 @@ async def test_metrics_show_the_database_as_it_is(tmp_path: Path, database: str)
     try:
         samples = await scrape(server.port)
         assert value(samples, "mailbot_database_up") == 1
-        outbox = {s: value(samples, "mailbot_outbox_rows", status=s) for s in OutboxStatus}
-        assert outbox == {"queued": 3, "sending": 1, "sent": 2, "failed": 1}
+        # Rows in play only: the sent rows and the decided reminders are history, read by
+        # no scrape (this daemon counts what it sends and decides).
+        outbox = {
+            labels: n for (name, labels), n in samples.items() if name == "mailbot_outbox_rows"
+        }
+        assert outbox == {
+            frozenset({("status", "queued")}): 3,
+            frozenset({("status", "sending")}): 1,
+            frozenset({("status", "failed")}): 1,
+        }
         assert value(samples, "mailbot_outbox_oldest_queued_age_seconds") == 120
         reminders = {
-            s: value(samples, "mailbot_reminders", status=s)
-            for s in ("due", "pending", "sent", "missed", "skipped")
+            labels: n for (name, labels), n in samples.items() if name == "mailbot_reminders"
         }
-        assert reminders == {"due": 2, "pending": 1, "sent": 1, "missed": 1, "skipped": 1}
+        assert reminders == {
+            frozenset({("status", "due")}): 2,
+            frozenset({("status", "pending")}): 1,
+        }
         tickets = {
             s: value(samples, "mailbot_tickets_open", status=s) for s in ("new", "open", "waiting")
         }
@@ -271,6 +281,9 @@ async def test_metrics_show_the_database_as_it_is(tmp_path: Path, database: str)
             assert value(samples, "mailbot_messages_ingested_total", outcome=outcome) == 0
         assert value(samples, "mailbot_ingest_latency_seconds_count") == 0
         assert value(samples, "mailbot_rules_reloads_total", result="failed") == 0
+        for outcome in ("sent", "skipped", "missed"):
+            assert value(samples, "mailbot_reminders_decided_total", outcome=outcome) == 0
+        assert not [name for name, _ in samples if name == "mailbot_mail_sent_total"]
         label = daemon.poller.label
         assert value(samples, "mailbot_imap_reconnects_total", mailbox=label) == 0
         assert "pymap-secret" not in label
@@ -282,11 +295,42 @@ async def test_metrics_show_the_database_as_it_is(tmp_path: Path, database: str)
         )
         samples = await scrape(server.port)
         assert value(samples, "mailbot_outbox_oldest_queued_age_seconds") == 180  # the 60 s one
-        assert value(samples, "mailbot_outbox_rows", status="sent") == 3
+        assert value(samples, "mailbot_outbox_rows", status="queued") == 2
         assert value(samples, "mailbot_reminders", status="due") == 3
         assert value(samples, "mailbot_reminders", status="pending") == 0
     finally:
         await server.close()
+
+
+async def test_mail_sent_and_reminders_decided_are_counted_by_the_daemon_that_did_it(
+    tmp_path: Path, database: str, smtp_sink: SmtpSink
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        database,
+        "imap+plain://support@127.0.0.1:9/INBOX",
+        f"smtp+plain://{smtp_sink.host}:{smtp_sink.port}",
+    )
+    policy = load_policy(settings.rules_path, settings.templates_dir)
+    daemon = Daemon(settings, policy, FixedClock(NOW))
+    await fill(NOW)
+    server = await serving(daemon)
+    try:
+        sent = await daemon.sender.run_once()  # the three queued rows
+        report = await daemon.reminders.run_once()  # the two due reminders
+        samples = await scrape(server.port)
+    finally:
+        await server.close()
+    assert sent == 3 == len(smtp_sink.messages)
+    assert value(samples, "mailbot_mail_sent_total", kind="ack") == 3
+    assert report.sent + report.skipped + report.missed == 2
+    assert value(samples, "mailbot_reminders_decided_total", outcome="sent") == report.sent
+    assert value(samples, "mailbot_reminders_decided_total", outcome="skipped") == report.skipped
+    assert value(samples, "mailbot_reminders_decided_total", outcome="missed") == report.missed
+    # What is left in play is what the scrape reads.
+    assert value(samples, "mailbot_outbox_rows", status="queued") == report.sent
+    assert value(samples, "mailbot_reminders", status="due") == 0
+    assert value(samples, "mailbot_reminders", status="pending") == 1
 
 
 async def test_an_empty_database_reports_zeros(tmp_path: Path, database: str) -> None:
