@@ -4,7 +4,7 @@ For each batch: sizes first (``RFC822.SIZE``; oversized mail is recorded and lef
 server), then the bodies in parts of at most ``MAILBOT_BATCH_BYTES``, each part's messages
 through ``Intake.accept`` (a savepoint each) and committed with the checkpoint in one
 transaction, then one ranged STORE or MOVE for the UIDs that committed. The next part
-downloads while one is stored (so at most two parts are in memory). A crash between commit
+downloads while one is stored when both fit in ``MAILBOT_BATCH_BYTES``. A crash between commit
 and ack leaves committed mail unacknowledged on the server; the next sync acknowledges it
 (``_reconcile``), and the UID checkpoint plus Message-ID/hash dedup mean it is never stored
 twice.
@@ -87,11 +87,17 @@ class _Part:
     sizes: dict[int, int]
     checkpoint: int
 
+    @property
+    def size(self) -> int:
+        """The bytes its download holds (RFC822.SIZE)."""
+        return sum(self.sizes.get(uid, 0) for uid in self.uids)
+
 
 @dataclass(frozen=True, slots=True)
 class _Fetched:
     part: _Part
-    messages: list[FetchedMessage]
+    #: None: not downloaded yet (it did not fit beside the part in hand).
+    messages: list[FetchedMessage] | None
 
 
 _CANNOT_WRITE = (
@@ -169,14 +175,18 @@ class MailboxPoller:
         handled = 0
         # The next part downloads while this one is stored: the IMAP server's work and the
         # wire overlap the intake. One command at a time on the connection still: the
-        # acknowledgement waits for the download in flight.
+        # acknowledgement waits for the download in flight. Both parts together stay within
+        # MAILBOT_BATCH_BYTES; a next part that does not fit downloads after this one.
         ahead: asyncio.Future[_Fetched | None]
-        ahead = asyncio.ensure_future(self._download(session, plan))
+        ahead = asyncio.ensure_future(self._download(session, plan, None))
         try:
             while (fetched := await ahead) is not None:
                 if self._stop is not None and self._stop.is_set():
                     break  # SIGTERM: the part in hand is finished, nothing more is stored
-                ahead = asyncio.ensure_future(self._download(session, plan))
+                if fetched.messages is None:
+                    fetched = _Fetched(fetched.part, await session.fetch(fetched.part.uids))
+                room = self.settings.batch_bytes - fetched.part.size
+                ahead = asyncio.ensure_future(self._download(session, plan, room))
                 handled += await self._process_part(session, fetched, ahead)
         except BaseException:
             ahead.cancel()  # a command cut short: the session is broken and is not reused
@@ -209,11 +219,16 @@ class MailboxPoller:
                     checkpoint=max(batch) if index == len(parts) - 1 else max(part),
                 )
 
-    async def _download(self, session: ImapSession, plan: AsyncIterator[_Part]) -> _Fetched | None:
-        """The next part of ``plan`` with its messages fetched; None when there is none."""
+    async def _download(
+        self, session: ImapSession, plan: AsyncIterator[_Part], room: int | None
+    ) -> _Fetched | None:
+        """The next part of ``plan`` (None when there is none), its messages fetched if
+        they fit in ``room`` bytes (None: any size)."""
         part = await anext(plan, None)
         if part is None:
             return None
+        if room is not None and part.size > room:
+            return _Fetched(part, None)
         return _Fetched(part, await session.fetch(part.uids) if part.uids else [])
 
     async def _process_part(
@@ -227,7 +242,7 @@ class MailboxPoller:
         rolls the part back and nothing of it is acknowledged: it is fetched again after
         the reconnect.
         """
-        part, messages = fetched.part, fetched.messages
+        part, messages = fetched.part, fetched.messages or []
         outcomes: Counter[Disposition] = Counter()
         answered = False
         raws = [message.raw for message in messages]

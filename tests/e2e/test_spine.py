@@ -272,6 +272,16 @@ async def test_a_batch_is_the_same_whether_a_worker_parses_it_or_not(
     assert row.error is not None and row.error.startswith("unparseable: ")
 
 
+def _fetches_and_acks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The poller's downloads and acknowledgements, in order, from the debug log."""
+    return [
+        word
+        for record in caplog.records
+        for word in ("fetched", "acknowledged")
+        if record.name.startswith("mailbot.mailbox") and f"{word} " in record.getMessage()
+    ]
+
+
 async def test_a_batch_of_big_mail_is_fetched_committed_and_acknowledged_in_parts(
     imap_server: Any,
     smtp_sink: Any,
@@ -294,7 +304,7 @@ async def test_a_batch_of_big_mail_is_fetched_committed_and_acknowledged_in_part
     ]
     raws.insert(2, mail("Big <big@example.org>", "Huge", "y" * 30000)[1])  # left on the server
     await append(imap_server, *raws)
-    caplog.set_level("DEBUG", logger="mailbot.mailbox.imap")
+    caplog.set_level("DEBUG", logger="mailbot.mailbox")
     report = await Daemon(settings, policy).run_once()
     assert report.ingested[Disposition.STORED] == 5
     assert report.ingested[Disposition.QUARANTINED] == 1
@@ -304,6 +314,8 @@ async def test_a_batch_of_big_mail_is_fetched_committed_and_acknowledged_in_part
         "2 of 2 messages",
         "1 of 1 messages",
     ]
+    # Two parts would not fit in MAILBOT_BATCH_BYTES together: none downloads ahead.
+    assert _fetches_and_acks(caplog) == ["fetched", "acknowledged"] * 3
     assert settings.imap is not None
     session = await ImapSession.open(settings.imap)
     try:
@@ -330,14 +342,9 @@ async def test_the_next_part_downloads_while_one_is_stored(
     caplog.set_level("DEBUG", logger="mailbot.mailbox")
     report = await Daemon(settings, policy).run_once()
     assert report.ingested[Disposition.STORED] == 5 and report.sent == 5
-    events = [
-        r.getMessage().split(": ")[-1].split(" messages")[0]
-        for r in caplog.records
-        if "fetched" in r.getMessage() or "acknowledged" in r.getMessage()
-    ]
     # Each part's download was under way before the part before it was acknowledged (a
     # sync that fetched only after acknowledging would log fetched, acknowledged, ...).
-    assert [e.split()[0] for e in events] == [
+    assert _fetches_and_acks(caplog) == [
         "fetched",
         "fetched",
         "acknowledged",
