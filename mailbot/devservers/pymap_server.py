@@ -117,6 +117,30 @@ def _allow_keywords() -> None:
     setattr(MailboxData, "_mailbot_keywords", True)  # noqa: B010
 
 
+def _idle_reports_pending_changes() -> None:
+    """Make pymap's IDLE report the changes made since the session's last command at once.
+
+    Its dict backend waits for the *next* change before it computes updates, so mail
+    appended between a client's last command and its IDLE sat unreported until something
+    else changed (the daemon saw it only when ``MAILBOT_IDLE_SECONDS`` ran out). Dovecot,
+    like RFC 9051 asks, reports it when IDLE starts. Patched on the class, once.
+    """
+    from pymap.backend.dict.mailbox import MailboxData
+
+    if getattr(MailboxData, "_mailbot_idle", False):
+        return
+    waiting = MailboxData.update_selected
+
+    async def update_selected(self: Any, selected: Any, *, wait_on: Any = None) -> Any:
+        seen = selected.mod_sequence
+        if wait_on is not None and seen is not None and self._mod_sequences.highest > seen:
+            wait_on = None  # changed since the session last looked: report it now
+        return await waiting(self, selected, wait_on=wait_on)
+
+    setattr(MailboxData, "update_selected", update_selected)  # noqa: B010
+    setattr(MailboxData, "_mailbot_idle", True)  # noqa: B010
+
+
 async def _make_imap_server(user: str, password: str) -> Any:
     """Build pymap's connection handler with a dict backend holding one user, empty INBOX."""
     from pymap.backend.dict import Config, Login
@@ -132,6 +156,7 @@ async def _make_imap_server(user: str, password: str) -> Any:
             return b"mailbot pymap ready"
 
     _allow_keywords()
+    _idle_reports_pending_changes()
     args = Namespace(
         host=None,
         port=0,

@@ -256,6 +256,21 @@ async def test_wake_ends_the_wait_cleanly(imap_server: ImapTestServer, use_idle:
         assert await within(1, session.wait_for_news(60, wake=stop)) < 1  # already set
 
 
+async def test_mail_appended_between_the_last_command_and_idle_is_news(
+    imap_server: ImapTestServer,
+) -> None:
+    # The daemon's sync ends with a SEARCH and then IDLEs; mail that comes in between must
+    # be pushed when IDLE starts (Dovecot does; pymap's dict backend needed a fix, as it
+    # only waited for the *next* change, so such mail sat unseen until a later one).
+    async with session_for(imap_server.endpoint()) as session:
+        assert session.has_idle
+        assert await session.search_uids(1) == []
+        await appended(imap_server, CRLF_MAIL)
+        took = await within(10, session.wait_for_news(8))
+        assert took < 5, "the mail waiting when IDLE started was not reported"
+        assert len(await session.search_uids(1)) == 1
+
+
 async def test_news_seen_during_another_command_is_not_lost(
     imap_server: ImapTestServer,
 ) -> None:
