@@ -100,35 +100,27 @@ class PymapServer:
                     await self._server.wait_closed()
 
 
-def _allow_keywords() -> None:
-    """Make pymap's dict backend keep keywords such as ``$MailbotDone``, as real servers do.
+def _like_dovecot() -> None:
+    """Patch two gaps of pymap's dict backend so that it behaves as Dovecot does.
 
-    Its mailboxes only define the system flags, so ``STORE +FLAGS ($Foo)`` is silently
-    ignored. Adding the ``\\*`` wildcard to their permanent flags (what Dovecot announces)
-    fixes that. This patches the class, once; only dev servers use pymap in this process.
+    - **Keywords.** Its mailboxes only define the system flags, so ``STORE +FLAGS ($Foo)``
+      is silently ignored; adding the ``\\*`` wildcard to their permanent flags (what
+      Dovecot announces) makes it keep ``$MailbotDone``.
+    - **IDLE.** It waits for the *next* change before it computes updates, so mail appended
+      between a client's last command and its IDLE sat unreported until something else
+      changed (the daemon saw it only when ``MAILBOT_IDLE_SECONDS`` ran out). Dovecot reports
+      it when IDLE starts; so does pymap now.
+
+    The class is patched once; only dev servers use pymap in this process.
     """
     from pymap.backend.dict.mailbox import MailboxData
     from pymap.parsing.specials.flag import Recent, Wildcard, get_system_flags
 
-    if getattr(MailboxData, "_mailbot_keywords", False):
+    if getattr(MailboxData, "_mailbot_like_dovecot", False):
         return
     flags = frozenset(get_system_flags() - {Recent} | {Wildcard})
     setattr(MailboxData, "permanent_flags", property(lambda _self: flags))  # noqa: B010
-    setattr(MailboxData, "_mailbot_keywords", True)  # noqa: B010
 
-
-def _idle_reports_pending_changes() -> None:
-    """Make pymap's IDLE report the changes made since the session's last command at once.
-
-    Its dict backend waits for the *next* change before it computes updates, so mail
-    appended between a client's last command and its IDLE sat unreported until something
-    else changed (the daemon saw it only when ``MAILBOT_IDLE_SECONDS`` ran out). Dovecot,
-    like RFC 9051 asks, reports it when IDLE starts. Patched on the class, once.
-    """
-    from pymap.backend.dict.mailbox import MailboxData
-
-    if getattr(MailboxData, "_mailbot_idle", False):
-        return
     waiting = MailboxData.update_selected
 
     async def update_selected(self: Any, selected: Any, *, wait_on: Any = None) -> Any:
@@ -138,7 +130,7 @@ def _idle_reports_pending_changes() -> None:
         return await waiting(self, selected, wait_on=wait_on)
 
     setattr(MailboxData, "update_selected", update_selected)  # noqa: B010
-    setattr(MailboxData, "_mailbot_idle", True)  # noqa: B010
+    setattr(MailboxData, "_mailbot_like_dovecot", True)  # noqa: B010
 
 
 async def _make_imap_server(user: str, password: str) -> Any:
@@ -155,8 +147,7 @@ async def _make_imap_server(user: str, password: str) -> Any:
             # pymap's default calls socket.getfqdn() on every connection (a DNS lookup).
             return b"mailbot pymap ready"
 
-    _allow_keywords()
-    _idle_reports_pending_changes()
+    _like_dovecot()
     args = Namespace(
         host=None,
         port=0,
